@@ -1,0 +1,40 @@
+"""The ``mimkit`` command: one thin sub-command per job (parse, build, call)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mimkit import __version__
+from mimkit.errors import MimkitError
+
+# Each module in mimkit.commands provides ``add_parser(subparsers)`` and ``run(args) -> int``.
+COMMANDS: tuple[str, ...] = ("pretrain",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mimkit",
+        description="Masked image modeling with attention-guided masks (iBOT, AttMask and more).",
+    )
+    parser.add_argument("--version", action="version", version=f"mimkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"mimkit.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except MimkitError as err:
+        # User errors are one line, no traceback.
+        print(f"mimkit {args.command}: error: {err}", file=sys.stderr)
+        return 2

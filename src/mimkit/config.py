@@ -1,0 +1,237 @@
+"""Pretraining configuration: typed dataclasses, loaded from YAML, overridable field by field.
+
+A config file holds any subset of the sections below; missing fields keep their defaults.
+Overrides use dotted paths (``optim.lr=1e-3``) and are parsed as YAML scalars or lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimkit.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit_mini"
+    img_size: int = 32
+    patch_size: int = 4
+    drop_path_rate: float = 0.1
+    out_dim: int = 1024  # CLS prototypes
+    patch_out_dim: int = 1024  # patch prototypes
+    head_hidden_dim: int = 1024
+    head_bottleneck_dim: int = 256
+    head_layers: int = 3
+    shared_head: bool = True  # patch head shares the CLS head's last layer (iBOT default)
+    norm_last_layer: bool = True
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "embedded"
+    subset: float | None = None  # fraction (<1) or count (>=1) per class, first in sorted order
+    val_dataset: str | None = None  # defaults to the "val" split of `dataset`
+    num_workers: int = 2
+    global_crops: int = 2
+    local_crops: int = 2
+    local_crop_size: int = 16
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    on_bad_image: str = "skip"
+
+
+@dataclass
+class MaskingConfig:
+    strategies: list[str] = field(default_factory=lambda: ["block"])
+    ratio: tuple[float, float] = (0.1, 0.5)
+    ratio_per: str = "image"
+    mask_prob: float = 0.5
+    show_max: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    lambda1: float = 1.0  # CLS term
+    lambda2: float = 1.0  # patch (MIM) term
+    lambda3: float = 0.0  # dense contrastive term (0 disables it)
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    teacher_patch_temp: float = 0.07
+    warmup_teacher_patch_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 1.0
+    center_momentum: float = 0.9
+    contrastive_k: int = 4
+    contrastive_tau: float = 0.2
+    contrastive_score: str | None = (
+        None  # default: each crop's own mask score (raw:-1 for random/block)
+    )
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 20
+    batch_size: int = 64  # per process
+    lr: float = 5e-4  # at a total batch of 256; scaled linearly
+    min_lr: float = 1e-6
+    warmup_epochs: float = 2.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0
+    freeze_last_layer: float = 1.0
+    momentum_teacher: float = 0.996
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/pretrain"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 on CUDA, none on CPU; or bf16, fp16, none
+    max_steps: int | None = None
+    save_every_steps: int | None = None
+    keep_every_epochs: int = 0  # also keep checkpoint_XXXX.pth every N epochs (0: never)
+    knn_every_epochs: int = 0  # online k-NN on the val split every N epochs (0: only at the end)
+    final_knn: bool = True
+    log_every_steps: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists, not tuples) so it survives YAML and weights_only loading."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if section not in _sections(cfg):
+                raise ConfigError(f"unknown config section {section!r}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be a mapping")
+            for key, value in values.items():
+                set_field(cfg, f"{section}.{key}", value)
+        return cfg
+
+
+def _sections(cfg: PretrainConfig) -> list[str]:
+    return [f.name for f in dataclasses.fields(cfg)]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, current: Any, path: str) -> Any:
+    """Convert a YAML/CLI value to the type of the field's default."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} must be true or false, got {value!r}")
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise ConfigError(f"{path} must be a list of {len(current)} numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+    if isinstance(current, list):
+        return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    if isinstance(current, int) and not isinstance(value, bool):
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    if (
+        isinstance(current, float)
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ):
+        return float(value)
+    if isinstance(current, str) and isinstance(value, str):
+        return value
+    if current is None:  # optional fields: accept numbers, strings or null as given
+        return value
+    raise ConfigError(f"{path} has the wrong type: {value!r}")
+
+
+def set_field(cfg: PretrainConfig, path: str, value: Any) -> None:
+    parts = path.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"config key {path!r} must look like section.field")
+    section, name = parts
+    if section not in _sections(cfg):
+        raise ConfigError(f"unknown config section {section!r} in {path!r}")
+    obj = getattr(cfg, section)
+    if name not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"unknown config field {path!r}")
+    current = getattr(obj, name)
+    setattr(obj, name, None if value is None else _coerce(value, current, path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+SHIPPED_CONFIGS = "mimkit.configs"
+
+
+def shipped_config_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files(SHIPPED_CONFIGS).iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
+def read_config_file(name_or_path: str) -> dict[str, Any]:
+    """Read a YAML config from a path, or by the name of a config shipped with mimkit."""
+    path = Path(name_or_path)
+    if path.is_file():
+        text = path.read_text()
+    else:
+        shipped = resources.files(SHIPPED_CONFIGS) / f"{name_or_path.removesuffix('.yaml')}.yaml"
+        if not shipped.is_file():
+            raise ConfigError(
+                f"config {name_or_path!r} is neither a file nor a shipped config "
+                f"({', '.join(shipped_config_names())})"
+            )
+        text = shipped.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {name_or_path!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {name_or_path!r} must be a mapping of sections")
+    return data
+
+
+def load_config(name_or_path: str | None, overrides: list[tuple[str, Any]] = ()) -> PretrainConfig:
+    cfg = (
+        PretrainConfig.from_dict(read_config_file(name_or_path))
+        if name_or_path
+        else PretrainConfig()
+    )
+    for key, value in overrides:
+        set_field(cfg, key, value)
+    return cfg

@@ -1,0 +1,5 @@
+"""Loss terms, one ``nn.Module`` per file."""
+
+from mimkit.losses.ibot import IBOTLoss
+
+__all__ = ["IBOTLoss"]

@@ -1,0 +1,1 @@
+"""The pretraining loop, its schedules, checkpoints and distributed set-up."""
