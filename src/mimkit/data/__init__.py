@@ -1,0 +1,66 @@
+"""Data sets, augmentations and the ``build_dataset`` entry point (SPEC sections 1 and 6)."""
+
+from mimkit.data.build import (
+    build_dataset,
+    dataset_fingerprint,
+    dataset_labels,
+    image_folder_split,
+    num_classes,
+    parse_data_spec,
+    validate_data_spec,
+)
+from mimkit.data.datasets import (
+    FASHION_MNIST_CLASSES,
+    CifarDataset,
+    EmbeddedFashionMNIST,
+    IdxDataset,
+    ImageFolderDataset,
+    Stl10Dataset,
+    per_class_subset,
+)
+from mimkit.data.idx import read_idx, write_idx
+from mimkit.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MultiCropTransform,
+    default_normalization,
+    eval_transform,
+    seed_worker,
+    train_eval_transform,
+)
+
+
+def check_images(dataset, n: int = 64) -> int:
+    """Open the first ``n`` images of an ImageFolder data set up front (see
+    :meth:`ImageFolderDataset.check_images`); other data sets hold decoded arrays: returns 0."""
+    if isinstance(dataset, ImageFolderDataset):
+        return dataset.check_images(n)
+    return 0
+
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CifarDataset",
+    "EmbeddedFashionMNIST",
+    "IdxDataset",
+    "ImageFolderDataset",
+    "MultiCropTransform",
+    "Stl10Dataset",
+    "build_dataset",
+    "check_images",
+    "dataset_fingerprint",
+    "dataset_labels",
+    "default_normalization",
+    "eval_transform",
+    "image_folder_split",
+    "num_classes",
+    "parse_data_spec",
+    "per_class_subset",
+    "read_idx",
+    "seed_worker",
+    "train_eval_transform",
+    "validate_data_spec",
+    "write_idx",
+]

@@ -1,0 +1,228 @@
+"""``build_dataset``: one entry point for every data source, plus fast checks and helpers.
+
+Specs: ``"embedded"`` (default), ``"fashion-mnist:DIR"`` / ``"mnist:DIR"`` (IDX files),
+``"cifar10:DIR"``, ``"cifar100:DIR"``, ``"stl10:DIR"``, ``"folder:DIR"`` or a plain path
+(ImageFolder: ``DIR/train/CLASS/IMG`` and ``DIR/val/...``, or ``DIR/CLASS/IMG`` as the train
+split when ``DIR`` has no ``train/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Subset as TorchSubset
+
+from mimkit.data.datasets import (
+    BAD_IMAGE_MODES,
+    MNIST_CLASSES,
+    STL10_SPLITS,
+    CifarDataset,
+    EmbeddedFashionMNIST,
+    IdxDataset,
+    ImageFolderDataset,
+    Stl10Dataset,
+    _check_split,
+    check_subset,
+    cifar_files,
+    embedded_asset_path,
+    idx_files,
+    scan_image_folder,
+    stl10_files,
+)
+from mimkit.errors import ConfigError, DataError
+
+KINDS = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder")
+
+
+def parse_data_spec(spec: str | os.PathLike | None) -> tuple[str, Path | None]:
+    """``(kind, path)`` of a data spec; ``path`` is None for "embedded"."""
+    s = str(spec).strip() if spec is not None else "embedded"
+    if s in ("", "embedded"):
+        return "embedded", None
+    kind, sep, rest = s.partition(":")
+    if sep and kind.lower() in KINDS and kind.lower() != "embedded":
+        if not rest:
+            raise DataError(f"data spec {s!r} names no directory")
+        return kind.lower(), Path(rest).expanduser()
+    return "folder", Path(s).expanduser()
+
+
+def _check_dir(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"data path {path} is not a directory")
+
+
+def image_folder_split(root: str | os.PathLike, split: str) -> Path:
+    """Folder of ``split`` in an ImageFolder tree: ``root/train``, ``root/val`` or ``root``."""
+    root = Path(root)
+    _check_dir(root)
+    split = _check_split(split)
+    has_layout = (root / "train").is_dir() or (root / "val").is_dir()
+    if not has_layout:
+        if split == "train":
+            return root
+        raise DataError(f"data path {root} has no val split ({root / 'val'} does not exist)")
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"data path {root} has no {split} split ({folder} does not exist)")
+    return folder
+
+
+def _first_image(folder: Path) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    for _, _, fnames in os.walk(folder, followlinks=True):
+        if any(f.lower().endswith(IMG_EXTENSIONS) and f[0] != "." for f in fnames):
+            return True
+    return False
+
+
+def validate_data_spec(spec: str | os.PathLike | None = "embedded", split: str = "train") -> None:
+    """Fail fast with DataError if ``spec``/``split`` cannot give a data set; reads no images."""
+    kind, path = parse_data_spec(spec)
+    split = _check_split(split, STL10_SPLITS if kind == "stl10" else ("train", "val"))
+    if kind == "embedded":
+        if not embedded_asset_path().is_file():
+            raise DataError(f"embedded data set {embedded_asset_path()} is missing")
+        return
+    _check_dir(path)
+    part = "train" if split == "train" else "test"
+    if kind in ("fashion-mnist", "mnist"):
+        idx_files(path, part)
+    elif kind in ("cifar10", "cifar100"):
+        cifar_files(path, 10 if kind == "cifar10" else 100, part)
+    elif kind == "stl10":
+        stl10_files(path, split)
+    else:
+        folder = image_folder_split(path, split)
+        classes = [e for e in os.scandir(folder) if e.is_dir() and e.name[0] != "."]
+        if not classes:
+            scan_image_folder(folder)  # raises the right "no images"/"no class folders" error
+        if not any(_first_image(Path(c.path)) for c in classes):
+            raise DataError(f"folder {folder} has class folders but no image files")
+
+
+def build_dataset(
+    spec: str | os.PathLike | None = "embedded",
+    split: str = "train",
+    transform: Callable | None = None,
+    *,
+    subset: float | int | None = None,
+    on_bad_image: str = "skip",
+) -> Dataset:
+    """The data set named by ``spec`` (see module docstring); items are ``(transform(img), label)``.
+
+    ``split``: "train" or "val" ("val" is the test part of Fashion-MNIST/CIFAR/STL-10; STL-10
+    also takes "unlabeled" and "train+unlabeled"). ``subset``: a fraction in (0, 1] or a count
+    per class (the first ones, in sorted file order). ``on_bad_image``: "skip" or "error"
+    (ImageFolder only).
+    """
+    kind, path = parse_data_spec(spec)
+    subset = check_subset(subset)
+    if on_bad_image not in BAD_IMAGE_MODES:
+        raise ConfigError(f"on_bad_image {on_bad_image!r} is not one of skip, error")
+    if kind == "embedded":
+        return EmbeddedFashionMNIST(split, transform, subset)
+    validate_data_spec(spec, split)
+    if kind == "fashion-mnist":
+        return IdxDataset(path, split, transform, subset)
+    if kind == "mnist":
+        return IdxDataset(path, split, transform, subset, classes=MNIST_CLASSES)
+    if kind in ("cifar10", "cifar100"):
+        return CifarDataset(path, split, transform, subset, 10 if kind == "cifar10" else 100)
+    if kind == "stl10":
+        return Stl10Dataset(path, split, transform, subset)
+    folder = image_folder_split(path, split)
+    class_to_idx = None
+    if _check_split(split) == "val" and folder != path:
+        train = path / "train"
+        if train.is_dir():
+            class_to_idx = {
+                e.name: i
+                for i, e in enumerate(
+                    sorted(
+                        (e for e in os.scandir(train) if e.is_dir() and e.name[0] != "."),
+                        key=lambda e: e.name,
+                    )
+                )
+            }
+    return ImageFolderDataset(folder, transform, subset, on_bad_image, class_to_idx)
+
+
+def _unwrap(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, TorchSubset) and not hasattr(dataset, "targets"):
+        dataset = dataset.dataset
+    return dataset
+
+
+def dataset_labels(dataset: Dataset) -> list[int]:
+    """Labels of every item, without decoding images (iterates only for unknown data sets)."""
+    if isinstance(dataset, TorchSubset):
+        labels = dataset_labels(dataset.dataset)
+        return [labels[i] for i in dataset.indices]
+    if isinstance(dataset, ConcatDataset):
+        return [lab for d in dataset.datasets for lab in dataset_labels(d)]
+    for attr in ("targets", "labels"):
+        labels = getattr(dataset, attr, None)
+        if labels is not None and len(labels) == len(dataset):
+            return [int(x) for x in labels]
+    warnings.warn(f"{type(dataset).__name__} has no targets: loading every item", stacklevel=2)
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def num_classes(dataset: Dataset) -> int:
+    """Number of classes (from ``classes`` when known, else the largest label + 1)."""
+    base = dataset
+    while isinstance(base, TorchSubset):
+        base = base.dataset
+    if isinstance(base, ConcatDataset):
+        return max(num_classes(d) for d in base.datasets)
+    classes = getattr(base, "classes", None)
+    if classes is not None:
+        return len(classes)
+    labels = dataset_labels(dataset)
+    return max(labels) + 1 if labels else 0
+
+
+def dataset_fingerprint(
+    spec: str | os.PathLike | None = "embedded",
+    split: str = "train",
+    subset: float | int | None = None,
+) -> str:
+    """A short stable hash (16 hex digits) of what makes up a split, for caching features.
+
+    Embedded: the asset's bytes. ImageFolder: the kept files' paths relative to the data root
+    and their labels (not their contents). IDX/CIFAR/STL-10: the source files' names and sizes.
+    Includes the kind, split and subset. Moving the data root does not change it.
+    """
+    kind, path = parse_data_spec(spec)
+    subset = check_subset(subset)
+    split_n = _check_split(split, STL10_SPLITS if kind == "stl10" else ("train", "val"))
+    h = hashlib.sha256(f"mimkit-data-v1|{kind}|{split_n}|{subset!r}\n".encode())
+    if kind == "embedded":
+        h.update(embedded_asset_path().read_bytes())
+        return h.hexdigest()[:16]
+    validate_data_spec(spec, split)
+    part = "train" if split_n == "train" else "test"
+    if kind in ("fashion-mnist", "mnist"):
+        files = list(idx_files(path, part))
+    elif kind in ("cifar10", "cifar100"):
+        meta, batches = cifar_files(path, 10 if kind == "cifar10" else 100, part)
+        files = [meta, *batches]
+    elif kind == "stl10":
+        files = [f for pair in stl10_files(path, split_n) for f in pair if f is not None]
+    else:
+        ds = build_dataset(spec, split, subset=subset)
+        for p, label in ds.samples:
+            h.update(f"{os.path.relpath(p, path)}\t{label}\n".encode())
+        return h.hexdigest()[:16]
+    for f in files:
+        h.update(f"{f.name}\t{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,138 @@
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mimkit.data import (
+    build_dataset,
+    check_images,
+    dataset_fingerprint,
+    dataset_labels,
+    num_classes,
+    validate_data_spec,
+)
+from mimkit.errors import ConfigError, DataError
+
+
+def _img(path, value=0, size=(8, 6)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, value, value)).save(path)
+
+
+def _tree(root, counts=(("cat", 10), ("dog", 5)), split="train"):
+    for c, n in dict(counts).items():
+        for i in reversed(range(n)):  # created out of order on purpose
+            _img(root / split / c / f"img_{i:03d}.png", value=i)
+    return root
+
+
+def test_folder_subset_fraction_and_count_sorted(tmp_path):
+    root = _tree(tmp_path)
+    ds = build_dataset(str(root), "train", subset=0.2)
+    names = [p.split("/")[-2:] for p, _ in ds.samples]
+    assert names == [["cat", "img_000.png"], ["cat", "img_001.png"], ["dog", "img_000.png"]]
+    assert dataset_labels(ds) == [0, 0, 1] and num_classes(ds) == 2
+    ds3 = build_dataset(f"folder:{root}", "train", subset=3)
+    assert [p.split("/")[-1] for p, _ in ds3.samples] == [
+        "img_000.png",
+        "img_001.png",
+        "img_002.png",
+    ] * 2
+    assert dataset_labels(ds3) == [0, 0, 0, 1, 1, 1]
+    assert [s for s in build_dataset(root, "train", subset=3).samples] == ds3.samples
+    full = build_dataset(root, "train")
+    assert len(full) == 15
+    assert full.samples == sorted(full.samples)
+    img, y = full[11]
+    assert img.mode == "RGB" and y == 1 and np.asarray(img)[0, 0, 0] == 1
+    assert len(build_dataset(root, "train", subset=0.01)) == 2  # at least 1 per class
+
+
+def test_folder_root_is_train_and_val_mapping(tmp_path):
+    flat = tmp_path / "flat"
+    for c in ("a", "b"):
+        _img(flat / c / "x.jpg")
+    assert len(build_dataset(flat, "train")) == 2
+    with pytest.raises(DataError, match="has no val split"):
+        validate_data_spec(str(flat), "val")
+    root = _tree(tmp_path / "tv", {"a": 2, "b": 2, "c": 2})
+    _img(root / "val" / "c" / "1.png")
+    (root / "val" / "a").mkdir()
+    val = build_dataset(root, "val")
+    assert dataset_labels(val) == [2] and num_classes(val) == 3
+    _img(root / "val" / "zzz" / "1.png")
+    with pytest.raises(DataError, match="zzz"):
+        build_dataset(root, "val")
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataError, match=f"data path {tmp_path / 'x'} does not exist"):
+        validate_data_spec(str(tmp_path / "x"))
+    (tmp_path / "file.txt").write_text("hi")
+    with pytest.raises(DataError, match="is not a directory"):
+        build_dataset(str(tmp_path / "file.txt"), "train")
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"folder {empty / 'train'} has no images"):
+        validate_data_spec(str(empty))
+    with pytest.raises(DataError, match="has no images"):
+        build_dataset(str(empty), "train")
+    with pytest.raises(DataError, match="has no val split"):
+        validate_data_spec(str(empty), "val")
+    nodata = tmp_path / "nodata"
+    (nodata / "cat").mkdir(parents=True)
+    (nodata / "dog").mkdir(parents=True)
+    (nodata / "dog" / "notes.txt").write_text("x")
+    for fn in (validate_data_spec, lambda s: build_dataset(s, "train")):
+        with pytest.raises(DataError, match="has class folders but no image files"):
+            fn(str(nodata))
+    _img(nodata / "dog" / "a.png")
+    with pytest.raises(DataError, match=f"class folder {nodata / 'cat'} has no images"):
+        build_dataset(str(nodata), "train")
+    loose = tmp_path / "loose"
+    _img(loose / "a.png")
+    with pytest.raises(DataError, match="no class folders"):
+        build_dataset(str(loose), "train")
+    with pytest.raises(ConfigError, match="on_bad_image"):
+        build_dataset(str(nodata), "train", on_bad_image="ignore")
+
+
+def test_corrupt_images(tmp_path):
+    root = _tree(tmp_path, {"a": 3})
+    bad = root / "train" / "a" / "img_001.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    ds = build_dataset(root, "train", on_bad_image="error")
+    assert len(ds) == 4
+    with pytest.raises(DataError, match=f"image {bad} cannot be read"):
+        ds[1]
+    with pytest.raises(DataError, match=f"image {bad} cannot be read"):
+        check_images(ds, 10)
+    ds = build_dataset(root, "train")  # skip mode
+    with pytest.warns(UserWarning, match="skipping unreadable"):
+        img, _ = ds[1]
+    assert np.asarray(img)[0, 0, 0] == 1  # the next file, img_001.png
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[1]
+        assert check_images(ds, 10) == 1
+    assert ds.num_bad == 1 and ds.bad_files == {str(bad)}
+    assert [x[1] for x in ds] == [0] * 4
+    # all unreadable: fails up front
+    allbad = tmp_path / "allbad" / "c"
+    allbad.mkdir(parents=True)
+    (allbad / "x.jpg").write_bytes(b"")
+    ds = build_dataset(tmp_path / "allbad", "train")
+    with pytest.raises(DataError, match="none of the first 1 images"), pytest.warns(UserWarning):
+        check_images(ds)
+
+
+def test_folder_fingerprint(tmp_path):
+    root = _tree(tmp_path / "d")
+    fp = dataset_fingerprint(str(root), "train")
+    assert fp == dataset_fingerprint(f"folder:{root}", "train")
+    assert fp != dataset_fingerprint(str(root), "train", subset=2)
+    moved = root.rename(tmp_path / "moved")
+    assert dataset_fingerprint(str(moved), "train") == fp
+    _img(moved / "train" / "dog" / "new.png")
+    assert dataset_fingerprint(str(moved), "train") != fp
