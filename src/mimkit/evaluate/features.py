@@ -1,0 +1,173 @@
+"""Frozen-backbone feature extraction, with an on-disk cache next to the checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+FEATURE_MODES = ("cls", "cls+avgpool", "last4", "last4+avgpool")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in FEATURE_MODES:
+        raise ValueError(f"unknown feature mode {mode!r}; choose one of {', '.join(FEATURE_MODES)}")
+    return mode
+
+
+def features_from_images(backbone: nn.Module, images: Tensor, mode: str = "cls") -> Tensor:
+    """Features ``[B, D']`` of a batch of images for one of :data:`FEATURE_MODES`.
+
+    ``cls``: the final-norm CLS token. ``cls+avgpool``: with the mean patch token appended.
+    ``last4``: the CLS tokens of the last 4 blocks (each after the final norm; fewer when
+    the backbone is shallower), concatenated, DINO's linear-probe input; ``last4+avgpool``
+    appends the last block's mean patch token.
+    """
+    check_mode(mode)
+    if mode.startswith("last4"):
+        n = min(4, getattr(backbone, "depth", 4))
+        outs = backbone.get_intermediate_layers(images, n)
+        parts = [o[:, 0] for o in outs]
+        last = outs[-1]
+    else:
+        last = backbone(images)
+        parts = [last[:, 0]]
+    if mode.endswith("+avgpool"):
+        parts.append(last[:, 1:].mean(dim=1))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def extract_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    device: torch.device | str,
+    batch_size: int = 256,
+    mode: str = "cls",
+    *,
+    num_workers: int = 0,
+    amp: bool = False,
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[Tensor, Tensor]:
+    """Run ``backbone`` (in eval mode, under ``torch.inference_mode``) over ``dataset``.
+
+    ``dataset`` yields ``(image, label)``. Returns float32 CPU ``(features [N, D'], labels
+    [N])``. ``amp=True`` uses bf16 autocast on CUDA (ignored elsewhere).
+    """
+    check_mode(mode)
+    device = torch.device(device)
+    loader = _loader(dataset, batch_size, num_workers, device)
+    feats: list[Tensor] = []
+    labels: list[Tensor] = []
+    use_amp = amp and device.type == "cuda"
+    with _eval_mode(backbone), torch.inference_mode():
+        for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            images = images.to(device, non_blocking=True)
+            ctx = (
+                torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if use_amp
+                else contextlib.nullcontext()
+            )
+            with ctx:
+                f = features_from_images(backbone, images, mode)
+            feats.append(f.float().cpu())
+            labels.append(torch.as_tensor(target).long().reshape(-1).cpu())
+    if not feats:
+        raise ValueError("the dataset is empty: no features to extract")
+    return torch.cat(feats), torch.cat(labels)
+
+
+# -- cache ------------------------------------------------------------------------------
+def file_identity(path: str | os.PathLike) -> str:
+    """Cheap identity of a weights file: resolved path, size and modification time."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def cached_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    device: torch.device | str,
+    *,
+    cache_dir: str | os.PathLike | None,
+    key_parts: dict[str, Any],
+    batch_size: int = 256,
+    mode: str = "cls",
+    num_workers: int = 0,
+    amp: bool = False,
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[Tensor, Tensor, bool]:
+    """:func:`extract_features` with a disk cache: ``(features, labels, hit)``.
+
+    The cache file is ``cache_dir/<hash of key_parts, mode, amp>.safetensors``. Callers put
+    in ``key_parts`` everything the features depend on: the checkpoint identity
+    (:func:`file_identity`), the checkpoint key, the data fingerprint, the image size.
+    ``cache_dir=None`` disables the cache.
+    """
+    parts = dict(key_parts, mode=mode, amp=bool(amp and torch.device(device).type == "cuda"))
+    path = Path(cache_dir) / f"{cache_key(parts)}.safetensors" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            t = load_file(str(path))
+            return t["features"], t["labels"], True
+        except Exception:  # a truncated or foreign file: extract again and overwrite
+            pass
+    feats, labels = extract_features(
+        backbone,
+        dataset,
+        device,
+        batch_size,
+        mode,
+        num_workers=num_workers,
+        amp=amp,
+        progress=progress,
+        desc=desc,
+    )
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
+            save_file({"features": feats, "labels": labels}, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only checkpoint folder only costs the cache
+    return feats, labels, False

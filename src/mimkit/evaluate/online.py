@@ -1,0 +1,40 @@
+"""A quick k-NN the trainer can run every few epochs (no cache, no files)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mimkit.evaluate.features import extract_features
+from mimkit.evaluate.knn import knn_evaluate
+
+
+def online_knn(
+    backbone: nn.Module,
+    train_dataset: Dataset,
+    val_dataset: Dataset,
+    device: torch.device | str,
+    k: int = 20,
+    batch_size: int = 256,
+    *,
+    temperature: float = 0.07,
+    mode: str = "cls",
+    num_workers: int = 0,
+    amp: bool = True,
+    progress: bool = False,
+) -> dict[str, float]:
+    """k-NN accuracy of ``backbone`` (e.g. the teacher's) during pretraining.
+
+    Datasets yield ``(eval-transformed image, label)``. The backbone is put in eval mode for
+    the pass and restored afterwards. Returns ``{"k": k, "top1": .., "top5": ..}`` (top-5
+    only with more than 5 classes), accuracies in percent.
+    """
+    kw = dict(mode=mode, num_workers=num_workers, amp=amp, progress=progress)
+    train_f, train_l = extract_features(backbone, train_dataset, device, batch_size, **kw)
+    val_f, val_l = extract_features(backbone, val_dataset, device, batch_size, **kw)
+    dev = torch.device(device)
+    res = knn_evaluate(
+        train_f.to(dev), train_l, val_f.to(dev), val_l, ks=(k,), temperature=temperature
+    )[k]
+    return {"k": k, **res}

@@ -1,0 +1,24 @@
+"""Backbone weights in and out: checkpoint loading (mimkit, DINO/iBOT, timm, safetensors)
+and the safetensors export that timm loads strictly."""
+
+from mimkit.weights.io import (
+    HEADS_BY_DIM,
+    build_backbone,
+    export_backbone,
+    infer_vit_config,
+    load_backbone,
+    load_backbone_state,
+    load_pretrained,
+    resolve_config,
+)
+
+__all__ = [
+    "HEADS_BY_DIM",
+    "build_backbone",
+    "export_backbone",
+    "infer_vit_config",
+    "load_backbone",
+    "load_backbone_state",
+    "load_pretrained",
+    "resolve_config",
+]

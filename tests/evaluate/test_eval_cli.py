@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+
+from mimkit.cli import main
+from mimkit.models import build_vit
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    m = build_vit("vit_nano", 16, 4)
+    sd = {f"backbone.{k}": v for k, v in m.state_dict().items()}
+    sd["head.last_layer.weight"] = torch.randn(32, 64)
+    path = d / "checkpoint.pth"
+    torch.save(
+        {
+            "student": sd,
+            "teacher": sd,
+            "optimizer": {},
+            "epoch": 1,
+            "step": 10,
+            "config": {
+                "model": {"arch": "vit_nano", "img_size": 16, "patch_size": 4},
+                "data": {"dataset": "embedded"},
+            },
+        },
+        path,
+    )
+    return path
+
+
+SMALL = ["--subset", "20", "--val-subset", "10", "--device", "cpu", "--quiet"]
+
+
+def test_knn_cli_writes_json_and_reuses_cache(ckpt, capsys):
+    assert main(["knn", "--checkpoint", str(ckpt), *SMALL, "--ks", "5", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "extracted" in out
+    res = json.loads((ckpt.parent / "knn.json").read_text())
+    assert res["num_train"] == 200 and res["num_val"] == 100
+    assert set(res["results"]) == {"5", "20"} and "top5" in res["results"]["5"]
+    assert len(list((ckpt.parent / "features").glob("*.safetensors"))) == 2
+    other = ckpt.parent / "k2.json"
+    argv = ["knn", "--checkpoint", str(ckpt), *SMALL, "--ks", "10", "--fewshot", "--draws", "2"]
+    assert main([*argv, "--output", str(other)]) == 0
+    assert "cached" in capsys.readouterr().out
+    res2 = json.loads(other.read_text())
+    assert set(res2["fewshot"]) == {"1", "5", "10", "20"}
+
+
+def test_linear_cli(ckpt, capsys):
+    out = ckpt.parent / "lin.json"
+    argv = ["linear", "--checkpoint", str(ckpt), *SMALL, "--epochs", "3", "--batch-size", "64"]
+    assert main([*argv, "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["feature_dim"] == 3 * 64 and len(res["history"]) == 3
+    assert "optimistic" in capsys.readouterr().out
+    argv += ["--augment", "--avgpool", "--epochs", "1", "--output", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["feature_dim"] == 4 * 64
+
+
+def test_export_cli(ckpt, tmp_path):
+    out = tmp_path / "b.safetensors"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    assert out.is_file()
+    assert main(["export", str(ckpt), str(out)]) == 2  # exists, no --force
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--checkpoint", "/nonexistent/ck.pth"], "no such file"),
+        (["--checkpoint-key", "ema"], "'ema' not found"),
+        (["--data", "/nonexistent/data"], "does not exist"),
+        (["--img-size", "32"], "interpolate"),
+        (["--subset", "abc"], "--subset"),
+    ],
+)
+def test_knn_cli_user_errors(ckpt, capsys, argv, msg):
+    base = ["knn", "--checkpoint", str(ckpt), "--device", "cpu", "--quiet"]
+    assert main([*base, *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
