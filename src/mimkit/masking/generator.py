@@ -1,0 +1,166 @@
+"""Masks for every global crop of a batch, from the teacher's readout (SPEC section 2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mimkit.errors import ConfigError
+from mimkit.masking.random_block import block_mask, random_mask
+from mimkit.masking.select import select_mask, uniform
+from mimkit.masking.strategy import MaskStrategy, ScoreSpec, parse_strategy
+from mimkit.models.readout import Readout, ReadoutRequest
+
+RATIO_PER = ("image", "batch")
+
+
+@dataclass
+class MaskConfig:
+    """Ratio range, how often it is drawn, the skip probability and the hint fraction.
+
+    ``ratio``: r ~ U(lo, hi) with ``0 <= lo <= hi < 1``. ``ratio_per``: ``image`` draws r for
+    every image, ``batch`` once per crop and batch. ``mask_prob``: probability that an image
+    is masked at all. ``show_max``: hint's top fraction to reveal from.
+    """
+
+    ratio: tuple[float, float] = (0.1, 0.5)
+    ratio_per: str = "image"
+    mask_prob: float = 0.5
+    show_max: float = 0.1
+
+    def validate(self) -> MaskConfig:
+        r = self.ratio
+        if isinstance(r, (int, float)) or len(r) != 2:
+            raise ConfigError(f"mask ratio must be a range [lo, hi], got {r!r}")
+        try:
+            lo, hi = float(r[0]), float(r[1])
+        except (TypeError, ValueError):
+            raise ConfigError(f"mask ratio must be two numbers, got {r!r}") from None
+        if not (0.0 <= lo <= hi < 1.0):
+            raise ConfigError(f"mask ratio range must satisfy 0 <= lo <= hi < 1, got {r!r}")
+        if self.ratio_per not in RATIO_PER:
+            raise ConfigError(
+                f"mask ratio_per must be one of {', '.join(RATIO_PER)}, got {self.ratio_per!r}"
+            )
+        p = float(self.mask_prob)
+        if not (0.0 <= p <= 1.0):
+            raise ConfigError(f"mask_prob must lie in [0, 1], got {self.mask_prob!r}")
+        s = float(self.show_max)
+        if not (0.0 < s <= 1.0 and math.isfinite(s)):
+            raise ConfigError(f"show_max must lie in (0, 1], got {self.show_max!r}")
+        return self
+
+
+class MaskGenerator:
+    """Draws one ``[B, G, G]`` bool mask per global crop.
+
+    The teacher ran on the global crops concatenated along the batch (crop 0's images first),
+    so readout tensors have ``num_crops * B`` rows and crop ``c`` uses rows ``c*B:(c+1)*B``.
+    """
+
+    def __init__(
+        self, strategies: Sequence[MaskStrategy | str], config: MaskConfig, depth: int
+    ) -> None:
+        if not strategies:
+            raise ConfigError("no mask strategy given")
+        self.depth = depth
+        self.config = config.validate()
+        self.strategies = [
+            (parse_strategy(s, depth) if isinstance(s, str) else s.resolve(depth))
+            for s in strategies
+        ]
+
+    @property
+    def num_crops(self) -> int:
+        return len(self.strategies)
+
+    def readout_request(self) -> ReadoutRequest:
+        """What the teacher must report: the union over the attention-guided strategies."""
+        return ReadoutRequest.union(
+            s.score.readout_request(self.depth)
+            for s in self.strategies
+            if s.attention_guided and s.score is not None
+        )
+
+    def scores(
+        self, readout: Readout, crop: int, batch_size: int, spec: ScoreSpec | None = None
+    ) -> Tensor:
+        """Crop ``crop``'s score ``[B, N]``: ``spec`` if given, else that crop's strategy's."""
+        if spec is None:
+            spec = self.strategies[crop].score
+            if spec is None:
+                raise ValueError(
+                    f"crop {crop}'s strategy {self.strategies[crop].text!r} has no score"
+                )
+        spec = spec.resolve(self.depth)
+        sliced = _slice_readout(readout, crop * batch_size, (crop + 1) * batch_size)
+        return spec.compute(sliced)
+
+    def draw_ratios(
+        self, batch_size: int, generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
+        lo, hi = (float(x) for x in self.config.ratio)
+        n = batch_size if self.config.ratio_per == "image" else 1
+        u = uniform((n,), generator, device).double()
+        return (lo + (hi - lo) * u).expand(batch_size)
+
+    def generate(
+        self,
+        readout: Readout | None,
+        batch_size: int,
+        grid: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[Tensor]:
+        """One bool mask ``[B, G, G]`` per global crop (True = replaced by the mask token)."""
+        device = _pick_device(readout, device)
+        n = grid * grid
+        masks = []
+        for c, strategy in enumerate(self.strategies):
+            ratio = self.draw_ratios(batch_size, generator, device)
+            if strategy.mode == "random":
+                m = random_mask(batch_size, n, ratio, generator, device)
+            elif strategy.mode == "block":
+                m = block_mask(batch_size, grid, ratio, generator, device).reshape(batch_size, n)
+            else:
+                if readout is None:
+                    raise ValueError(f"mask strategy {strategy.text!r} needs the teacher's readout")
+                s = self.scores(readout, c, batch_size)
+                if s.shape != (batch_size, n):
+                    raise ValueError(
+                        f"scores of shape {tuple(s.shape)} do not match a batch of {batch_size} "
+                        f"on a {grid}x{grid} grid"
+                    )
+                m = select_mask(
+                    s, ratio, strategy.mode, show_max=self.config.show_max, generator=generator
+                )
+            keep = uniform((batch_size,), generator, device) < self.config.mask_prob
+            masks.append((m.to(device) & keep[:, None]).reshape(batch_size, grid, grid))
+        return masks
+
+
+def _pick_device(readout: Readout | None, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if readout is not None:
+        for t in (*readout.cls_attn.values(), *readout.rollout.values()):
+            return t.device
+    return torch.device("cpu")
+
+
+def _slice_readout(readout: Readout, start: int, stop: int) -> Readout:
+    def cut(t: Tensor) -> Tensor:
+        if t.shape[0] < stop:
+            raise ValueError(
+                f"readout has {t.shape[0]} rows, need rows {start}:{stop} for this crop"
+            )
+        return t[start:stop]
+
+    return Readout(
+        cls_attn={k: cut(v) for k, v in readout.cls_attn.items()},
+        rollout={k: cut(v) for k, v in readout.rollout.items()},
+    )

@@ -1,0 +1,104 @@
+"""Turn per-patch scores into boolean masks: high / low / hint (SPEC section 2).
+
+Everything is vectorised over the batch: one partial sort (top-k) per row, and random sort
+keys for hint's uniform draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mimkit.errors import ConfigError
+
+SELECTIONS = ("high", "low", "hint")
+
+# floor(r * N) is computed in float64 with this slack, so that e.g. 0.3 * 10 gives 3, not 2.
+_FLOOR_EPS = 1e-9
+
+
+def uniform(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None
+) -> Tensor:
+    """``U[0, 1)`` float32 on ``device``, drawn from ``generator`` wherever that lives."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if generator is not None and generator.device.type != device.type:
+        return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def as_ratio(ratio: float | Tensor, batch: int, device: torch.device) -> Tensor:
+    """A float or ``[B]`` ratio as a float64 ``[B]`` tensor, checked to lie in [0, 1]."""
+    if isinstance(ratio, Tensor):
+        r = ratio.detach().to(device=device, dtype=torch.float64).reshape(-1)
+        if r.numel() == 1:
+            r = r.expand(batch)
+        if r.numel() != batch:
+            raise ValueError(f"ratio has {r.numel()} entries for a batch of {batch}")
+        if r.numel() and not bool(((r >= 0) & (r <= 1)).all()):
+            raise ConfigError(
+                f"mask ratio must lie in [0, 1], got {r.min().item()}..{r.max().item()}"
+            )
+        return r
+    r = float(ratio)
+    if not (0.0 <= r <= 1.0):
+        raise ConfigError(f"mask ratio must lie in [0, 1], got {ratio}")
+    return torch.full((batch,), r, dtype=torch.float64, device=device)
+
+
+def floor_count(fraction: Tensor, n: int) -> Tensor:
+    """``floor(fraction * n)`` as int64, robust to float rounding (0.5 * N gives exactly N/2)."""
+    return torch.floor(fraction.to(torch.float64) * n + _FLOOR_EPS).long().clamp_(0, n)
+
+
+def _scatter_rows(n: int, index: Tensor, values: Tensor) -> Tensor:
+    """A ``[B, n]`` bool that is ``values[b, j]`` at column ``index[b, j]`` and False elsewhere."""
+    out = torch.zeros(index.shape[0], n, dtype=torch.bool, device=index.device)
+    return out.scatter_(1, index, values)
+
+
+def select_mask(
+    scores: Tensor,
+    ratio: float | Tensor,
+    mode: str = "high",
+    *,
+    show_max: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Boolean mask ``[B, N]`` (True = masked) from scores ``[B, N]``.
+
+    ``high``/``low``: exactly ``k = floor(ratio * N)`` highest / lowest-scoring patches per row.
+    ``hint``: the ``high`` mask, then ``floor(show_max * ratio * N)`` patches revealed,
+    uniformly without replacement, from the top ``min(k, floor(show_max * N))`` patches.
+    ``ratio`` is a float or a ``[B]`` tensor. Ties go to an arbitrary (but deterministic) patch.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
+    if mode not in SELECTIONS:
+        raise ConfigError(f"unknown selection {mode!r}: choose one of {', '.join(SELECTIONS)}")
+    if not (0.0 < show_max <= 1.0 and math.isfinite(show_max)):
+        raise ConfigError(f"show_max must lie in (0, 1], got {show_max}")
+    b, n = scores.shape
+    device = scores.device
+    r = as_ratio(ratio, b, device)
+    k = floor_count(r, n)  # [B]
+    k_max = int(k.max()) if b else 0
+    # Only the k_max best patches of each row matter: a partial sort is enough.
+    order = torch.topk(scores, k_max, dim=1, largest=(mode != "low"), sorted=True).indices
+    pos = torch.arange(k_max, device=device).expand(b, k_max)  # rank of order[:, j]
+    keep = pos < k[:, None]
+    if mode == "hint" and k_max > 0:
+        pool = torch.minimum(k, floor_count(torch.full_like(r, show_max), n))
+        # <= pool already, since show_max <= 1 and r <= 1; the clamp guards float rounding.
+        n_reveal = torch.minimum(floor_count(show_max * r, n), pool)
+        r_max = int(n_reveal.max())
+        if r_max > 0:
+            keys = uniform((b, k_max), generator, device)
+            keys = torch.where(pos < pool[:, None], keys, 2.0)  # only the pool can be drawn
+            # The n_reveal smallest keys: a uniform draw without replacement from the pool.
+            drawn = torch.topk(keys, r_max, dim=1, largest=False, sorted=True).indices
+            reveal = _scatter_rows(k_max, drawn, pos[:, :r_max] < n_reveal[:, None])
+            keep = keep & ~reveal
+    return _scatter_rows(n, order, keep)
