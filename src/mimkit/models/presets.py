@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mimkit.errors import ConfigError
 from mimkit.models.vit import VisionTransformer
 
 
@@ -38,11 +39,14 @@ def build_vit(
 ) -> VisionTransformer:
     """Build a preset ViT, optionally at another image or patch size."""
     if arch not in PRESETS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[arch]
+    size, patch = img_size or p.img_size, patch_size or p.patch_size
+    if size % patch:
+        raise ConfigError(f"image size {size} is not divisible by patch size {patch}")
     return VisionTransformer(
-        img_size=img_size or p.img_size,
-        patch_size=patch_size or p.patch_size,
+        img_size=size,
+        patch_size=patch,
         in_chans=in_chans,
         embed_dim=p.embed_dim,
         depth=p.depth,

@@ -1,0 +1,123 @@
+"""``mimkit pretrain``: iBOT pretraining with attention-guided (or random/block) masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mimkit.config import load_config, parse_override
+
+# flag -> config path; each is also settable as --set section.field=value
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--data": ("data.dataset", str, "data set: embedded, a folder, cifar10:DIR, ..."),
+    "--subset": ("data.subset", float, "per-class subset: fraction < 1 or count >= 1"),
+    "--output-dir": ("run.output_dir", str, "where checkpoints and logs go"),
+    "--epochs": ("optim.epochs", int, "number of epochs"),
+    "--batch-size": ("optim.batch_size", int, "images per process and step"),
+    "--lr": ("optim.lr", float, "peak learning rate at a total batch of 256"),
+    "--arch": ("model.arch", str, "ViT preset (vit_nano ... vit_large)"),
+    "--img-size": ("model.img_size", int, "global crop size in pixels"),
+    "--patch-size": ("model.patch_size", int, "patch size in pixels"),
+    "--local-crops": ("data.local_crops", int, "number of local crops"),
+    "--max-steps": ("run.max_steps", int, "stop after this many steps (smoke tests)"),
+    "--device": ("run.device", str, "auto, cpu, cuda or cuda:N"),
+    "--seed": ("run.seed", int, "random seed"),
+    "--workers": ("data.num_workers", int, "data loader workers per process"),
+    "--amp": ("run.amp", str, "auto, bf16, fp16 or none"),
+    "--lambda3": ("loss.lambda3", float, "weight of the dense contrastive term (0: off)"),
+    "--contrastive-k": ("loss.contrastive_k", int, "high/low patches per crop for it"),
+    "--contrastive-tau": ("loss.contrastive_tau", float, "its temperature"),
+    "--knn-every": ("run.knn_every_epochs", int, "online k-NN every N epochs (0: off)"),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a ViT with iBOT and the chosen masking strategies",
+        description="Pretrain a ViT with iBOT. Resumes automatically from OUTPUT_DIR.",
+    )
+    p.add_argument(
+        "--config",
+        default="fashion_mnist_vit_mini",
+        help="YAML file, or the name of a shipped config (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mask",
+        nargs="+",
+        metavar="STRATEGY",
+        help="one strategy per global crop (or one for all), e.g. high@raw:11 high@raw:4",
+    )
+    for flag, (_, kind, text) in FLAGS.items():
+        p.add_argument(flag, type=kind, help=text)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set optim.warmup_epochs=1",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse to reuse an output dir that holds a checkpoint (default: resume it)",
+    )
+    p.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation at the end")
+    p.set_defaults(run=run)
+
+
+def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    overrides = [parse_override(text) for text in args.set]
+    if args.mask:
+        overrides.append(("masking.strategies", list(args.mask)))
+    for flag, (path, _, _) in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append((path, value))
+    if args.no_knn:
+        overrides.append(("run.final_knn", False))
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from mimkit.train.engine import NonFiniteLossError, Pretrainer
+
+    cfg = load_config(args.config, collect_overrides(args))
+    trainer = Pretrainer(cfg, resume=not args.no_resume)
+    main = trainer.dist.is_main
+    try:
+        if main:
+            print(
+                f"mimkit pretrain: {cfg.model.arch} {cfg.model.img_size}px/{cfg.model.patch_size}, "
+                f"masks {' '.join(cfg.masking.strategies)}, data {cfg.data.dataset} "
+                f"({len(trainer.dataset)} images), {trainer.steps_per_epoch} steps/epoch, "
+                f"device {trainer.device}, output {trainer.out}"
+                + (f", resuming at step {trainer.start_step}" if trainer.start_step else ""),
+                flush=True,
+            )
+        try:
+            result = trainer.fit()
+        except NonFiniteLossError as err:
+            print(
+                f"mimkit pretrain: error: {err}; the last good state is in "
+                f"{trainer.out / 'checkpoint.pth'} (lower the learning rate and resume)",
+                file=sys.stderr,
+            )
+            return 3
+        if result["status"] == "stopped":
+            if main:
+                print(f"mimkit pretrain: stopped at step {result['step']}; rerun to resume.")
+            return 130
+        if main:
+            print(f"mimkit pretrain: {result['status']} at step {result['step']}")
+        if result["status"] == "finished" and cfg.run.final_knn:
+            scores = trainer.online_knn()
+            if main and scores:
+                (trainer.out / "knn_final.json").write_text(json.dumps(scores, indent=2))
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
+                print(f"k-NN (teacher, {cfg.data.dataset} val): {shown}")
+        return 0
+    finally:
+        trainer.logger.close()

@@ -1,0 +1,103 @@
+"""``mimkit pretrain`` from the command line: errors before work, Ctrl-C, the shipped configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mimkit.cli import main
+from mimkit.config import load_config, shipped_config_names
+from mimkit.train.checkpoint import load_checkpoint
+
+TINY = [
+    "--arch", "vit_nano", "--img-size", "16", "--local-crops", "1",
+    "--set", "data.local_crop_size=8", "--subset", "4", "--batch-size", "8",
+    "--workers", "0", "--device", "cpu", "--set", "run.progress=false",
+    "--set", "run.tensorboard=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "/no/such/folder"], "does not exist"),
+        (["--mask", "sideways"], "sideways"),
+        (["--mask", "high@raw:7"], "out of range"),
+        (["--mask", "high", "low", "random"], "3 mask strategies"),
+        (["--mask", "high@power:-1:-2"], "power"),
+        (["--arch", "vit_huge"], "unknown arch"),
+        (["--set", "optim.nope=1"], "optim.nope"),
+        (["--set", "masking.ratio=[0.6,0.2]"], "ratio"),
+        (["--config", "no_such_config"], "no_such_config"),
+        (["--lambda3", "1", "--contrastive-k", "99"], "contrastive_k"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    code = main(["pretrain", *TINY, "--output-dir", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()  # nothing was written
+
+
+def test_empty_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    code = main(["pretrain", *TINY, "--data", str(tmp_path / "data"),
+                 "--output-dir", str(tmp_path / "out")])
+    assert code == 2 and "no images" in capsys.readouterr().err
+
+
+def test_short_run_then_resume_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pretrain", *TINY, "--output-dir", str(out), "--epochs", "1",
+                 "--max-steps", "2", "--no-knn"]) == 0
+    assert main(["pretrain", *TINY, "--output-dir", str(out), "--epochs", "1", "--no-knn"]) == 0
+    text = capsys.readouterr().out
+    assert "resuming at step 2" in text and "finished at step 5" in text
+    saved = load_config(str(out / "config.yaml"))
+    assert saved.model.arch == "vit_nano" and saved.optim.epochs == 1
+    assert load_checkpoint(out / "checkpoint.pth")["step"] == 5
+
+
+def test_every_shipped_config_loads():
+    names = shipped_config_names()
+    assert "fashion_mnist_vit_mini" in names and "imagenet20_vit_small_thesis" in names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.masking.strategies
+
+
+def test_thesis_config_matches_the_recipe():
+    cfg = load_config("imagenet20_vit_small_thesis")
+    assert cfg.model.arch == "vit_small" and cfg.model.img_size == 224
+    assert cfg.masking.strategies == ["high@raw:11", "high@raw:4"]
+    assert (cfg.data.global_crops, cfg.data.local_crops, cfg.optim.epochs) == (2, 6, 100)
+    assert cfg.data.subset == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mimkit", "pretrain", *TINY, "--output-dir", str(out),
+           "--epochs", "50", "--set", "run.log_every_steps=1", "--no-knn"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "rerun to resume" in stdout
+    state = load_checkpoint(out / "checkpoint.pth")
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert state["step"] >= 1 and state["step"] == max(steps)

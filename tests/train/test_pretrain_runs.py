@@ -1,0 +1,105 @@
+"""End-to-end pretraining on real (embedded) images with a tiny ViT."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mimkit.train.checkpoint import load_checkpoint
+from mimkit.train.engine import NonFiniteLossError, Pretrainer, pretrain
+from mimkit.train.logging import read_log
+
+STRATEGY_FAMILIES = [
+    ["random"],
+    ["block"],
+    ["high@raw:1"],
+    ["low@raw:-1"],
+    ["hint@raw:2"],
+    ["high@log:-1"],
+    ["high@power:-1:0.5"],
+    ["high@rollout:0-2"],
+    ["high@multi:0+2"],
+    ["high@raw:2", "low@rollout"],  # one strategy per global crop
+]
+
+
+@pytest.mark.parametrize("strategies", STRATEGY_FAMILIES, ids=lambda s: " ".join(s))
+def test_every_strategy_family_trains(make_config, strategies):
+    cfg = make_config(**{"masking.strategies": strategies, "run.max_steps": 2})
+    result = pretrain(cfg)
+    assert result["status"] == "max_steps" and result["step"] == 2
+    steps = read_log(cfg.run.output_dir, "step")
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert math.isfinite(r["loss"]) and r["patch"] > 0 and r["cls"] > 0
+        assert 0.05 < r["mask_ratio"] < 0.6  # ratio range 0.1-0.5 of every image
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    assert state["step"] == 2
+    # The teacher moved by EMA, but stays distinct from the student.
+    t, s = state["teacher"], state["student"]
+    assert not torch.equal(t["backbone.pos_embed"], s["backbone.pos_embed"])
+
+
+def test_teacher_is_ema_of_student(make_config):
+    cfg = make_config(**{"run.max_steps": 1, "optim.momentum_teacher": 0.5})
+    trainer = Pretrainer(cfg)
+    before_t = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    trainer.fit()
+    s, t = trainer.student.state_dict(), trainer.teacher.state_dict()
+    m = trainer.schedules.momentum(0)
+    key = "backbone.blocks.0.attn.qkv.weight"
+    torch.testing.assert_close(t[key], m * before_t[key] + (1 - m) * s[key])
+
+
+def test_resume_replays_the_same_loss_curve(make_config):
+    full = make_config("full")
+    pretrain(full)
+    part = make_config("part", **{"run.max_steps": 3})  # stop mid-epoch
+    assert pretrain(part)["step"] == 3
+    resumed = make_config("part")
+    result = pretrain(resumed)
+    assert result["status"] == "finished" and result["step"] == 10
+    a = [r["loss"] for r in read_log(full.run.output_dir, "step")]
+    b = [r["loss"] for r in read_log(resumed.run.output_dir, "step")]
+    assert len(a) == len(b) == 10
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    ta = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["teacher"]
+    tb = load_checkpoint(f"{resumed.run.output_dir}/checkpoint.pth")["teacher"]
+    for key in ta:
+        torch.testing.assert_close(ta[key], tb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_a_good_checkpoint(make_config, monkeypatch):
+    cfg = make_config()
+    trainer = Pretrainer(cfg)
+    real_forward = trainer.loss.forward
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        out = real_forward(*args, **kwargs)
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.loss, "forward", flaky)
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        trainer.fit()
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
+    # ... and it resumes from there.
+    again = Pretrainer(make_config(**{"run.max_steps": 4}))
+    assert again.start_step == 2
+    assert again.fit()["step"] == 4
+
+
+def test_existing_checkpoint_is_not_overwritten_without_resume(make_config):
+    from mimkit.errors import ConfigError
+
+    cfg = make_config(**{"run.max_steps": 1})
+    pretrain(cfg)
+    with pytest.raises(ConfigError, match="exists"):
+        Pretrainer(cfg, resume=False)
