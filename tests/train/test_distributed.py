@@ -47,9 +47,17 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path: Path):
     tests_dir = str(Path(__file__).parent)
     script.write_text(SCRIPT.format(tests=tests_dir, out=str(tmp_path / "out"), report=str(report)))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--standalone", str(script)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,26 @@ from mimkit.config import load_config, shipped_config_names
 from mimkit.train.checkpoint import load_checkpoint
 
 TINY = [
-    "--arch", "vit_nano", "--img-size", "16", "--local-crops", "1",
-    "--set", "data.local_crop_size=8", "--subset", "4", "--batch-size", "8",
-    "--workers", "0", "--device", "cpu", "--set", "run.progress=false",
-    "--set", "run.tensorboard=false",
+    "--arch",
+    "vit_nano",
+    "--img-size",
+    "16",
+    "--local-crops",
+    "1",
+    "--set",
+    "data.local_crop_size=8",
+    "--subset",
+    "4",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--set",
+    "run.progress=false",
+    "--set",
+    "run.tensorboard=false",
 ]
 
 
@@ -50,15 +65,30 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message)
 
 def test_empty_folder_is_refused(tmp_path, capsys):
     (tmp_path / "data" / "train").mkdir(parents=True)
-    code = main(["pretrain", *TINY, "--data", str(tmp_path / "data"),
-                 "--output-dir", str(tmp_path / "out")])
+    code = main(
+        ["pretrain", *TINY, "--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    )
     assert code == 2 and "no images" in capsys.readouterr().err
 
 
 def test_short_run_then_resume_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["pretrain", *TINY, "--output-dir", str(out), "--epochs", "1",
-                 "--max-steps", "2", "--no-knn"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                *TINY,
+                "--output-dir",
+                str(out),
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--no-knn",
+            ]
+        )
+        == 0
+    )
     assert main(["pretrain", *TINY, "--output-dir", str(out), "--epochs", "1", "--no-knn"]) == 0
     text = capsys.readouterr().out
     assert "resuming at step 2" in text and "finished at step 5" in text
@@ -86,10 +116,27 @@ def test_thesis_config_matches_the_recipe():
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "mimkit", "pretrain", *TINY, "--output-dir", str(out),
-           "--epochs", "50", "--set", "run.log_every_steps=1", "--no-knn"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "mimkit",
+        "pretrain",
+        *TINY,
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "50",
+        "--set",
+        "run.log_every_steps=1",
+        "--no-knn",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     log = out / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and log.read_text().strip()):

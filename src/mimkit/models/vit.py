@@ -45,7 +45,7 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, want_cls: bool = False, want_full: bool = False
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Return (output, CLS-to-patch attention [B,H,N] or None, head-mean attention [B,T,T] or None)."""
+        """Return (output, CLS row [B,H,N] or None, head-mean attention [B,T,T] or None)."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads).unbind(2)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # [B, H, T, hd]
@@ -200,7 +200,7 @@ class VisionTransformer(nn.Module):
         return self.forward_features(x, mask)[0]
 
     def get_intermediate_layers(self, x: Tensor, n: int = 1) -> list[Tensor]:
-        """Outputs of the last ``n`` blocks, each passed through the final norm (DINO's convention)."""
+        """Outputs of the last ``n`` blocks, each after the final norm (DINO's convention)."""
         x = self.prepare_tokens(x)
         outs = []
         for i, blk in enumerate(self.blocks):

@@ -134,9 +134,10 @@ class Pretrainer:
         validate_config(cfg)
         self.cfg = cfg
         self.dist: DistInfo = init_distributed(
-            "cuda" if cfg.run.device.startswith("cuda") or (
-                cfg.run.device == "auto" and torch.cuda.is_available()
-            ) else "cpu"
+            "cuda"
+            if cfg.run.device.startswith("cuda")
+            or (cfg.run.device == "auto" and torch.cuda.is_available())
+            else "cpu"
         )
         self.device = resolve_device(cfg.run.device, self.dist)
         if cfg.run.threads:
@@ -290,7 +291,8 @@ class Pretrainer:
             self.loss.load_state_dict(state["loss"])
             self.scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{path} does not match this run: {err}".splitlines()[0]) from None
+            msg = f"{path} does not match this run: {err}".splitlines()[0]
+            raise CheckpointError(msg) from None
         self.start_step = int(state["step"])
 
     # -- one step -----------------------------------------------------------------------
@@ -325,8 +327,13 @@ class Pretrainer:
             s_cls, s_patch, s_embed = self.student_views(global_views, masks, local_views)
             assert teacher_out.patch_logits is not None
             terms = self.loss(
-                s_cls, s_patch, teacher_out.cls_logits, teacher_out.patch_logits, masks,
-                t_temp, tp_temp,
+                s_cls,
+                s_patch,
+                teacher_out.cls_logits,
+                teacher_out.patch_logits,
+                masks,
+                t_temp,
+                tp_temp,
             )
             loss = terms["loss"]
             if self.contrastive is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 def cosine(
     step: int, total: int, start: float, end: float, warmup: int = 0, warmup_from: float = 0.0
 ) -> float:
-    """Linear warm-up from ``warmup_from`` to ``start`` over ``warmup`` steps, then cosine to ``end``."""
+    """Linear warm-up from ``warmup_from`` to ``start`` over ``warmup`` steps, then cosine."""
     if step < warmup:
         return warmup_from + (start - warmup_from) * step / max(warmup, 1)
     span = max(total - warmup, 1)

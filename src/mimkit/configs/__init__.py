@@ -1,0 +1,1 @@
+"""YAML configs shipped with mimkit (one per data set x model)."""
