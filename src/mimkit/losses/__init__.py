@@ -1,5 +1,6 @@
 """Loss terms, one ``nn.Module`` per file."""
 
+from mimkit.losses.contrastive import DenseContrastiveLoss
 from mimkit.losses.ibot import IBOTLoss
 
-__all__ = ["IBOTLoss"]
+__all__ = ["DenseContrastiveLoss", "IBOTLoss"]

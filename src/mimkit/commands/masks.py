@@ -1,0 +1,237 @@
+"""``mimkit masks``: pictures of the teacher's attention and of the masks every strategy draws."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mimkit.errors import ConfigError
+
+DEFAULT_ARCH = "vit_mini"  # the main config, fashion_mnist_vit_mini: 32 px, 4 px patches
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return v
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from mimkit.models import PRESETS
+    from mimkit.viz.masks import DEFAULT_STRATEGIES
+
+    p = subparsers.add_parser(
+        "masks",
+        help="pictures of the teacher's attention and of each strategy's masks",
+        description=(
+            "For each image, one PNG with: the image, the head-mean CLS attention of chosen "
+            "blocks, the attention rollout over all blocks, and the mask every chosen strategy "
+            "draws (masked patches tinted), all from one teacher forward pass, at a fixed "
+            "ratio with every image masked. Without --checkpoint the model has random weights."
+        ),
+    )
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--checkpoint", help="mimkit checkpoint, DINO/iBOT file, state dict, safetensors"
+    )
+    m.add_argument("--checkpoint-key", default="teacher", help="teacher (default) or student")
+    m.add_argument(
+        "--arch", choices=sorted(PRESETS), help=f"preset ViT size (random weights: {DEFAULT_ARCH})"
+    )
+    m.add_argument("--img-size", type=_positive_int, help="model image size")
+    m.add_argument("--patch-size", type=_positive_int, help="patch size")
+    m.add_argument("--num-heads", type=_positive_int, help="attention heads (if not a preset)")
+    m.add_argument(
+        "--interpolate-pos-embed",
+        action="store_true",
+        help="resize a pos_embed made for another image size (bicubic)",
+    )
+    src = p.add_argument_group("images").add_mutually_exclusive_group()
+    src.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER", help="image files/folders")
+    src.add_argument("--data", help="data spec to sample from (default: embedded)")
+    g = p.add_argument_group("images (continued)")
+    g.add_argument("--split", default="val", help="split of --data (default: val)")
+    g.add_argument(
+        "--num-images",
+        type=_positive_int,
+        help="first N images of --data (default 4), or at most N of --images",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=("auto", "imagenet", "fashion-mnist", "mnist"),
+        default="auto",
+        help="input statistics; auto: from --data, else the checkpoint's data set, else "
+        "embedded without a checkpoint, else imagenet",
+    )
+    k = p.add_argument_group("masks")
+    k.add_argument(
+        "--strategies",
+        nargs="+",
+        metavar="MODE[@SCORE]",
+        help=f"strategies to show (default: {' '.join(DEFAULT_STRATEGIES)})",
+    )
+    k.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        help="blocks whose CLS attention to show (default: first, middle, last; -1 = last)",
+    )
+    k.add_argument("--ratio", type=_ratio, default=0.4, help="mask ratio (default 0.4)")
+    k.add_argument("--show-max", type=float, default=0.1, help="hint's top fraction (0.1)")
+    k.add_argument("--seed", type=int, default=0, help="seed for masks and random weights")
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--output-dir",
+        help="where the PNGs go (default: masks/ next to the checkpoint, or runs/masks)",
+    )
+    o.add_argument("--columns", type=_positive_int, default=5, help="panels per row (5)")
+    o.add_argument("--panel-size", type=_positive_int, default=200, help="panel pixels (200)")
+    o.add_argument("--batch-size", type=_positive_int, default=32)
+    o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+    p.set_defaults(run=run)
+    return p
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"bad --device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but CUDA is not available")
+    return dev
+
+
+def _checkpoint_data_spec(path: Path) -> str | None:
+    """The data set a mimkit checkpoint was trained on, if the file says so."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        spec = obj["config"]["data"]["dataset"]
+    except Exception:  # any other file: no data set recorded
+        return None
+    return spec if isinstance(spec, str) else None
+
+
+def _normalization(args: argparse.Namespace, checkpoint: Path | None):
+    from mimkit.data import IMAGENET_MEAN, IMAGENET_STD, default_normalization
+
+    if args.normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if args.normalize != "auto":
+        return default_normalization("embedded" if args.normalize == "fashion-mnist" else "mnist:-")
+    if args.data is not None or not args.images:
+        return default_normalization(args.data or "embedded")
+    if checkpoint is None:
+        return default_normalization("embedded")
+    spec = _checkpoint_data_spec(checkpoint)
+    return default_normalization(spec) if spec else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _build_model(args: argparse.Namespace, checkpoint: Path | None):
+    import torch
+
+    from mimkit.models import build_vit
+
+    if checkpoint is None:
+        if args.interpolate_pos_embed:
+            raise ConfigError("--interpolate-pos-embed needs a --checkpoint")
+        torch.manual_seed(args.seed)
+        model = build_vit(args.arch or DEFAULT_ARCH, args.img_size, args.patch_size)
+        return model, f"random weights ({args.arch or DEFAULT_ARCH}, seed {args.seed})"
+    from mimkit.weights import load_pretrained
+
+    model, _, notes = load_pretrained(
+        checkpoint,
+        args.checkpoint_key,
+        arch=args.arch,
+        img_size=args.img_size,
+        patch_size=args.patch_size,
+        num_heads=args.num_heads,
+        interpolate_pos_embed=args.interpolate_pos_embed,
+    )
+    for note in notes:
+        print(f"note: {note}")
+    return model, f"{checkpoint.name} [{args.checkpoint_key}]"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mimkit.data import eval_transform
+    from mimkit.viz.inputs import load_dataset_samples, load_image_files
+    from mimkit.viz.masks import (
+        compute_masks,
+        image_panels,
+        render_masks,
+        resolve_layers,
+        resolve_strategies,
+        to_display,
+    )
+
+    # Check everything before writing anything.
+    if not 0.0 < args.show_max <= 1.0:
+        raise ConfigError(f"--show-max must lie in (0, 1], got {args.show_max}")
+    checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else None
+    if args.output_dir:
+        out_dir = Path(args.output_dir).expanduser()
+    elif checkpoint is not None:
+        out_dir = checkpoint.parent / "masks"
+    else:
+        out_dir = Path("runs") / "masks"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output-dir {out_dir} exists and is not a folder")
+    device = _device(args.device)
+    model, source = _build_model(args, checkpoint)
+    layers = resolve_layers(args.layers, model.depth)
+    strategies = resolve_strategies(args.strategies, model.depth)
+    mean, std = _normalization(args, checkpoint)
+    transform = eval_transform(model.img_size, mean, std)
+    if args.images:
+        inputs = load_image_files(args.images, transform, args.num_images)
+    else:
+        inputs = load_dataset_samples(
+            args.data or "embedded", args.split, args.num_images or 4, transform
+        )
+    images = inputs.images
+    in_chans = model.patch_embed.proj.in_channels
+    if in_chans == 1:
+        images = images.mean(dim=1, keepdim=True)
+    elif in_chans != 3:
+        raise ConfigError(f"the model takes {in_chans}-channel images; only 1 or 3 are supported")
+
+    result = compute_masks(
+        model.to(device),
+        images,
+        strategies,
+        layers,
+        args.ratio,
+        seed=args.seed,
+        show_max=args.show_max,
+        batch_size=args.batch_size,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, (name, caption) in enumerate(zip(inputs.names, inputs.captions, strict=True)):
+        display = to_display(inputs.images[i], mean, std)
+        panels = image_panels(display, result, i)
+        header = f"{caption}  |  {source}  |  ratio {args.ratio:g}, seed {args.seed}"
+        path = render_masks(panels, out_dir / f"{name}.png", header, args.columns, args.panel_size)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,329 @@
+"""What the teacher attends to and which patches each strategy masks: the pictures behind
+``mimkit masks``.
+
+Computation and drawing are separate: :func:`compute_masks` runs the teacher once (one
+forward with the union of every readout asked for) and calls the masking package's own score
+and selection functions, and :func:`render_masks` draws one image's panels with matplotlib's
+Agg canvas (no pyplot, no display). The overlay helpers are pure NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mimkit.errors import ConfigError
+from mimkit.masking import (
+    MaskStrategy,
+    block_mask,
+    cls_attention_scores,
+    parse_strategy,
+    random_mask,
+    select_mask,
+)
+from mimkit.models import ReadoutRequest, VisionTransformer
+from mimkit.models.readout import Readout
+
+DEFAULT_STRATEGIES: tuple[str, ...] = (
+    "high",
+    "low",
+    "hint",
+    "high@raw:0",
+    "high@log",
+    "high@power",
+    "high@rollout",
+    "random",
+    "block",
+)
+MASK_COLOR = (1.0, 0.15, 0.1)
+MASK_ALPHA = 0.6
+HEAT_ALPHA = 0.7
+DPI = 100
+TITLE_PX = 22
+HEADER_PX = 30
+PAD_PX = 8
+
+
+# -- choosing what to show ----------------------------------------------------------------
+def default_layers(depth: int) -> list[int]:
+    """First, middle and last block (0, (depth-1)//2, depth-1), without repeats."""
+    return list(dict.fromkeys([0, (depth - 1) // 2, depth - 1]))
+
+
+def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
+    """Block indices in ``0..depth-1`` (negatives count from the end), in the given order."""
+    if layers is None:
+        return default_layers(depth)
+    if not layers:
+        raise ConfigError("--layers needs at least one block index")
+    out = []
+    for layer in layers:
+        idx = layer + depth if layer < 0 else layer
+        if not 0 <= idx < depth:
+            raise ConfigError(f"layer {layer} is out of range for a ViT of depth {depth}")
+        out.append(idx)
+    return list(dict.fromkeys(out))
+
+
+def resolve_strategies(texts: Sequence[str] | None, depth: int) -> list[MaskStrategy]:
+    """Parse and resolve every strategy against ``depth`` (ConfigError on the first bad one)."""
+    texts = list(DEFAULT_STRATEGIES if texts is None else texts)
+    if not texts:
+        raise ConfigError("--strategies needs at least one strategy")
+    seen: dict[str, MaskStrategy] = {}
+    for t in texts:
+        s = parse_strategy(t, depth)
+        seen.setdefault(strategy_label(s), s)
+    return list(seen.values())
+
+
+def strategy_label(strategy: MaskStrategy) -> str:
+    """``high@raw:5``-style text with layers resolved (``random`` / ``block`` as they are)."""
+    return strategy.mode if strategy.score is None else f"{strategy.mode}@{strategy.score}"
+
+
+def check_ratio(ratio: float) -> float:
+    r = float(ratio)
+    if not (0.0 < r < 1.0 and math.isfinite(r)):
+        raise ConfigError(f"--ratio must lie in (0, 1), got {ratio}")
+    return r
+
+
+# -- computing ----------------------------------------------------------------------------
+@dataclass
+class MaskResult:
+    """Everything the pictures show, for a batch of ``B`` images on a ``grid x grid`` patch grid.
+
+    ``attention[l]``: head-mean CLS attention of block l, ``[B, N]``. ``rollout``: the CLS row of
+    the rollout over all blocks, ``[B, N]``. ``masks[label]``: ``[B, grid, grid]`` bool.
+    """
+
+    grid: int
+    depth: int
+    attention: dict[int, Tensor] = field(default_factory=dict)
+    rollout: Tensor | None = None
+    masks: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def rollout_range(self) -> tuple[int, int]:
+        return (0, self.depth - 1)
+
+
+def readout_request(strategies: Sequence[MaskStrategy], layers: Sequence[int], depth: int):
+    """The union of what the panels need: CLS rows of ``layers``, the full rollout, and
+    every attention-guided strategy's own score."""
+    request = ReadoutRequest(
+        cls_layers=frozenset(layers), rollout_ranges=frozenset({(0, depth - 1)})
+    )
+    return ReadoutRequest.union(
+        [request]
+        + [s.score.readout_request(depth) for s in strategies if s.attention_guided and s.score]
+    )
+
+
+def _concat(readouts: list[Readout]) -> Readout:
+    first = readouts[0]
+    return Readout(
+        cls_attn={k: torch.cat([r.cls_attn[k] for r in readouts]) for k in first.cls_attn},
+        rollout={k: torch.cat([r.rollout[k] for r in readouts]) for k in first.rollout},
+    )
+
+
+@torch.no_grad()
+def teacher_readout(
+    model: VisionTransformer, images: Tensor, request: ReadoutRequest, batch_size: int = 32
+) -> Readout:
+    """One forward per chunk of ``batch_size`` images, reporting ``request``, on CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device)
+        _, readout = model.forward_features(x, request=request)
+        parts.append(
+            Readout(
+                cls_attn={k: v.float().cpu() for k, v in readout.cls_attn.items()},
+                rollout={k: v.float().cpu() for k, v in readout.rollout.items()},
+            )
+        )
+    return _concat(parts)
+
+
+def compute_masks(
+    model: VisionTransformer,
+    images: Tensor,
+    strategies: Sequence[MaskStrategy],
+    layers: Sequence[int],
+    ratio: float,
+    seed: int = 0,
+    show_max: float = 0.1,
+    batch_size: int = 32,
+) -> MaskResult:
+    """Attention maps and one mask per strategy for normalised ``images`` ``[B, C, H, W]``.
+
+    Every image is masked (mask_prob 1) at exactly ``ratio``. Each strategy draws from its own
+    generator seeded by ``(seed, position in the list)``, so results are deterministic.
+    """
+    depth = model.depth
+    grid = images.shape[-1] // model.patch_size
+    b, n = images.shape[0], grid * grid
+    readout = teacher_readout(model, images, readout_request(strategies, layers, depth), batch_size)
+    result = MaskResult(grid=grid, depth=depth)
+    for layer in layers:
+        result.attention[layer] = cls_attention_scores(readout.cls_attn[layer], "mean")
+    result.rollout = readout.rollout[(0, depth - 1)][:, 0, 1:]
+    for i, strategy in enumerate(strategies):
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+        if strategy.mode == "random":
+            m = random_mask(b, n, ratio, gen)
+        elif strategy.mode == "block":
+            m = block_mask(b, grid, ratio, gen)
+        else:
+            assert strategy.score is not None
+            scores = strategy.score.compute(readout)
+            m = select_mask(scores, ratio, strategy.mode, show_max=show_max, generator=gen)
+        result.masks[strategy_label(strategy)] = m.reshape(b, grid, grid).cpu()
+    return result
+
+
+# -- pure picture helpers -----------------------------------------------------------------
+def patches_to_pixels(values: np.ndarray | Tensor, size: int) -> np.ndarray:
+    """A ``[G, G]`` (or ``[G*G]``) per-patch array blown up to ``[size, size]`` pixels."""
+    v = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values)
+    g = math.isqrt(v.size)
+    if g * g != v.size:
+        raise ValueError(f"{v.size} patch values do not form a square grid")
+    if size % g:
+        raise ValueError(f"image size {size} is not a multiple of the {g}x{g} patch grid")
+    p = size // g
+    return np.repeat(np.repeat(v.reshape(g, g), p, axis=0), p, axis=1)
+
+
+def mask_overlay(
+    image: np.ndarray,
+    mask: np.ndarray | Tensor,
+    color: Sequence[float] = MASK_COLOR,
+    alpha: float = MASK_ALPHA,
+) -> np.ndarray:
+    """``image`` ``[H, W, 3]`` in [0, 1] with the masked patches tinted by ``color``; unmasked
+    pixels are returned unchanged."""
+    if image.ndim != 3 or image.shape[0] != image.shape[1]:
+        raise ValueError(f"image must be square [H, W, 3], got {image.shape}")
+    covered = patches_to_pixels(np.asarray(mask, dtype=bool), image.shape[0])[..., None]
+    tint = (1 - alpha) * image + alpha * np.asarray(color, dtype=image.dtype)
+    return np.where(covered, tint, image)
+
+
+def heatmap_overlay(image: np.ndarray, scores: np.ndarray | Tensor, cmap: str = "inferno"):
+    """``image`` blended with a colour map of per-patch ``scores`` (min-max scaled per image)."""
+    from matplotlib import colormaps
+
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, np.float64)
+    lo, hi = float(s.min()), float(s.max())
+    s = (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)
+    heat = colormaps[cmap](patches_to_pixels(s, image.shape[0]))[..., :3]
+    return (1 - HEAT_ALPHA) * image + HEAT_ALPHA * heat
+
+
+def to_display(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalised ``[C, H, W]`` tensor back to an ``[H, W, 3]`` float array in [0, 1]."""
+    x = image.detach().float().cpu()
+    c = x.shape[0]
+    m = torch.tensor(list(mean)[:c] if len(mean) >= c else [mean[0]] * c).view(c, 1, 1)
+    s = torch.tensor(list(std)[:c] if len(std) >= c else [std[0]] * c).view(c, 1, 1)
+    x = (x * s + m).clamp(0, 1)
+    if c == 1:
+        x = x.expand(3, -1, -1)
+    return x.permute(1, 2, 0).numpy()
+
+
+# -- drawing ------------------------------------------------------------------------------
+def figure_pixels(n_panels: int, columns: int, panel_px: int) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a picture with ``n_panels`` panels."""
+    cols = min(columns, n_panels)
+    rows = math.ceil(n_panels / cols)
+    width = cols * panel_px + (cols + 1) * PAD_PX
+    height = HEADER_PX + rows * (panel_px + TITLE_PX + PAD_PX)
+    return width, height
+
+
+@dataclass
+class Panel:
+    title: str
+    rgb: np.ndarray  # [H, W, 3] in [0, 1]
+    grid: int | None = None  # draw patch boundaries for this grid
+
+
+def image_panels(display: np.ndarray, result: MaskResult, index: int) -> list[Panel]:
+    """The panels of image ``index``: the image, attention per layer, rollout, every mask."""
+    panels = [Panel("image", display)]
+    for layer, att in result.attention.items():
+        panels.append(Panel(f"CLS attention, block {layer}", heatmap_overlay(display, att[index])))
+    assert result.rollout is not None
+    a, b = result.rollout_range
+    panels.append(
+        Panel(f"rollout, blocks {a}-{b}", heatmap_overlay(display, result.rollout[index]))
+    )
+    for label, masks in result.masks.items():
+        m = masks[index]
+        title = f"{label} ({int(m.sum())}/{m.numel()})"
+        panels.append(Panel(title, mask_overlay(display, m), result.grid))
+    return panels
+
+
+def upscale(panel: Panel, panel_px: int) -> np.ndarray:
+    """A panel's image resized (nearest) to ``panel_px`` square, patch boundaries drawn in
+    faint white when the panel has a grid, and a one-pixel grey frame."""
+    rgb = np.clip(np.asarray(panel.rgb, dtype=np.float64), 0, 1)
+    idx = np.arange(panel_px) * rgb.shape[0] // panel_px
+    big = rgb[idx][:, idx].copy()
+    if panel.grid:
+        patch = idx * panel.grid // rgb.shape[0]
+        edge = np.flatnonzero(np.diff(patch)) + 1
+        big[edge, :] = 0.65 * big[edge, :] + 0.35
+        big[:, edge] = 0.65 * big[:, edge] + 0.35
+    big[[0, -1], :] = 0.5
+    big[:, [0, -1]] = 0.5
+    return big
+
+
+def render_masks(
+    panels: Sequence[Panel],
+    path: str | Path,
+    header: str,
+    columns: int = 5,
+    panel_px: int = 200,
+) -> Path:
+    """Draw ``panels`` on a grid and save a PNG of exactly :func:`figure_pixels` pixels.
+
+    Panels are placed pixel for pixel (``figimage``, no axes), which keeps this fast."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = figure_pixels(len(panels), columns, panel_px)
+    cols = min(columns, len(panels))
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 1 - (HEADER_PX / 2) / height, header, ha="center", va="center", fontsize=10)
+    for i, panel in enumerate(panels):
+        row, col = divmod(i, cols)
+        left = PAD_PX + col * (panel_px + PAD_PX)
+        top = HEADER_PX + row * (panel_px + TITLE_PX + PAD_PX) + TITLE_PX
+        fig.figimage(upscale(panel, panel_px), xo=left, yo=height - top - panel_px, origin="upper")
+        fig.text(
+            (left + panel_px / 2) / width,
+            1 - (top - 4) / height,
+            panel.title,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    out = Path(path)
+    fig.savefig(out, dpi=DPI, format="png", facecolor="white")
+    return out
