@@ -6,6 +6,7 @@ Overrides use dotted paths (``optim.lr=1e-3``) and are parsed as YAML scalars or
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
@@ -145,6 +146,13 @@ def _plain(value: Any) -> Any:
 
 def _coerce(value: Any, current: Any, path: str) -> Any:
     """Convert a YAML/CLI value to the type of the field's default."""
+    if (
+        isinstance(value, str)
+        and isinstance(current, (int, float))
+        and not isinstance(current, bool)
+    ):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
+            value = float(value)
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from mimkit.train.schedules import Schedules, cosine
+
+
+def make(**kw) -> Schedules:
+    args = dict(
+        steps_per_epoch=10,
+        epochs=10,
+        lr=1e-3,
+        min_lr=1e-6,
+        warmup_epochs=2,
+        weight_decay=0.04,
+        weight_decay_end=0.4,
+        momentum_teacher=0.996,
+        teacher_temp=0.07,
+        warmup_teacher_temp=0.04,
+        teacher_patch_temp=0.06,
+        warmup_teacher_patch_temp=0.03,
+        warmup_teacher_temp_epochs=3,
+    )
+    args.update(kw)
+    return Schedules(**args)
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_min_lr():
+    s = make()
+    assert s.learning_rate(0) == 0.0
+    assert s.learning_rate(10) == pytest.approx(5e-4)
+    assert s.learning_rate(20) == pytest.approx(1e-3)
+    values = [s.learning_rate(i) for i in range(20, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert s.learning_rate(100) == pytest.approx(1e-6)
+
+
+def test_wd_and_momentum_rise_on_cosines_to_their_ends():
+    s = make()
+    assert s.wd(0) == pytest.approx(0.04) and s.wd(100) == pytest.approx(0.4)
+    assert s.momentum(0) == pytest.approx(0.996) and s.momentum(100) == pytest.approx(1.0)
+    assert s.wd(50) == pytest.approx(0.22)
+
+
+def test_teacher_temperatures_warm_up_then_hold():
+    s = make()
+    assert s.teacher_temps(0) == pytest.approx((0.04, 0.03))
+    assert s.teacher_temps(15) == pytest.approx((0.055, 0.045))
+    assert s.teacher_temps(30) == pytest.approx((0.07, 0.06))
+    assert s.teacher_temps(99) == pytest.approx((0.07, 0.06))
+
+
+def test_cosine_without_warmup_starts_at_start():
+    assert cosine(0, 10, 1.0, 0.0) == 1.0 and cosine(5, 10, 1.0, 0.0) == pytest.approx(0.5)
