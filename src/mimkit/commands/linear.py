@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from mimkit.commands.argtypes import positive_float, positive_int
 from mimkit.errors import ConfigError
 from mimkit.evaluate.prepare import (
     add_eval_args,
     check_output_writable,
     output_path,
-    positive_float,
-    positive_int,
     prepare_eval,
     write_json,
 )

@@ -5,29 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mimkit.commands.argtypes import open_unit_float, positive_int
 from mimkit.errors import ConfigError
 
 DEFAULT_ARCH = "vit_mini"  # the main config, fashion_mnist_vit_mini: 32 px, 4 px patches
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _ratio(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return v
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,9 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument(
         "--arch", choices=sorted(PRESETS), help=f"preset ViT size (random weights: {DEFAULT_ARCH})"
     )
-    m.add_argument("--img-size", type=_positive_int, help="model image size")
-    m.add_argument("--patch-size", type=_positive_int, help="patch size")
-    m.add_argument("--num-heads", type=_positive_int, help="attention heads (if not a preset)")
+    m.add_argument("--img-size", type=positive_int, help="model image size")
+    m.add_argument("--patch-size", type=positive_int, help="patch size")
+    m.add_argument("--num-heads", type=positive_int, help="attention heads (if not a preset)")
     m.add_argument(
         "--interpolate-pos-embed",
         action="store_true",
@@ -67,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--split", default="val", help="split of --data (default: val)")
     g.add_argument(
         "--num-images",
-        type=_positive_int,
+        type=positive_int,
         help="first N images of --data (default 4), or at most N of --images",
     )
     g.add_argument(
@@ -90,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         help="blocks whose CLS attention to show (default: first, middle, last; -1 = last)",
     )
-    k.add_argument("--ratio", type=_ratio, default=0.4, help="mask ratio (default 0.4)")
+    k.add_argument("--ratio", type=open_unit_float, default=0.4, help="mask ratio (default 0.4)")
     k.add_argument("--show-max", type=float, default=0.1, help="hint's top fraction (0.1)")
     k.add_argument("--seed", type=int, default=0, help="seed for masks and random weights")
     o = p.add_argument_group("output")
@@ -98,9 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--output-dir",
         help="where the PNGs go (default: masks/ next to the checkpoint, or runs/masks)",
     )
-    o.add_argument("--columns", type=_positive_int, default=5, help="panels per row (5)")
-    o.add_argument("--panel-size", type=_positive_int, default=200, help="panel pixels (200)")
-    o.add_argument("--batch-size", type=_positive_int, default=32)
+    o.add_argument("--columns", type=positive_int, default=5, help="panels per row (5)")
+    o.add_argument("--panel-size", type=positive_int, default=200, help="panel pixels (200)")
+    o.add_argument("--batch-size", type=positive_int, default=32)
     o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
     p.set_defaults(run=run)
     return p

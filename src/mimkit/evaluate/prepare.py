@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from mimkit.commands.argtypes import parse_subset, positive_int
+from mimkit.devices import resolve_device
 from mimkit.errors import ConfigError
 from mimkit.evaluate.features import cached_features, file_identity
 from mimkit.models import PRESETS, VisionTransformer
@@ -25,73 +26,13 @@ from mimkit.weights.io import build_backbone, load_backbone, load_backbone_state
 CACHE_VERSION = 1
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` = cuda when available, else cpu; anything else is checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} asked for but MPS is not available")
-    return dev
-
-
-def parse_subset(text: str | None) -> float | int | None:
-    """``"20"`` -> 20 per class, ``"0.2"`` or ``"20%"`` -> the first 20% of each class."""
-    if text is None:
-        return None
-    s = str(text).strip()
-    try:
-        if s.endswith("%"):
-            value = float(s[:-1]) / 100
-            if not 0 < value <= 1:
-                raise ValueError
-            return value
-        return float(s) if any(c in s for c in ".eE") else int(s)
-    except ValueError:
-        raise ConfigError(
-            f"--subset {text!r}: give a count per class (20), a fraction (0.2) "
-            "or a percentage (20%)"
-        ) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
-
-
-positive_int = _positive_int
-positive_float = _positive_float
-
-
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (needed only for files without a mimkit config)")
     g.add_argument("--checkpoint-key", default="teacher", help="teacher (default) or student")
     g.add_argument("--arch", choices=sorted(PRESETS), help="preset ViT size")
-    g.add_argument("--img-size", type=_positive_int, help="model image size")
-    g.add_argument("--patch-size", type=_positive_int, help="patch size")
-    g.add_argument("--num-heads", type=_positive_int, help="attention heads (if not a preset)")
+    g.add_argument("--img-size", type=positive_int, help="model image size")
+    g.add_argument("--patch-size", type=positive_int, help="patch size")
+    g.add_argument("--num-heads", type=positive_int, help="attention heads (if not a preset)")
     g.add_argument(
         "--interpolate-pos-embed",
         action="store_true",
@@ -110,7 +51,7 @@ def add_eval_args(p: argparse.ArgumentParser, batch_size: int, batch_help: str) 
     g.add_argument("--val-subset", help="val subset (default: the full split)")
     g.add_argument("--num-workers", type=int, default=None, help="data loader workers")
     r = p.add_argument_group("run")
-    r.add_argument("--batch-size", type=_positive_int, default=batch_size, help=batch_help)
+    r.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
     r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     r.add_argument("--amp", action="store_true", help="bf16 autocast for the backbone on CUDA")
     r.add_argument("--no-cache", action="store_true", help="do not read or write cached features")

@@ -37,21 +37,6 @@ def init_distributed(device_kind: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            from mimkit.errors import ConfigError
-
-            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         value = value.clone()

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mimkit import __version__
 from mimkit.config import PretrainConfig
+from mimkit.devices import resolve_device
 from mimkit.errors import CheckpointError, ConfigError, MimkitError
 from mimkit.losses import IBOTLoss
 from mimkit.masking import MaskConfig, MaskGenerator, parse_score, parse_strategies
@@ -32,7 +33,7 @@ from mimkit.models import build_vit
 from mimkit.models.head import IBOTHead
 from mimkit.models.network import IBOTNetwork
 from mimkit.train import checkpoint as ckpt
-from mimkit.train.distributed import DistInfo, barrier, init_distributed, resolve_device
+from mimkit.train.distributed import DistInfo, barrier, init_distributed
 from mimkit.train.logging import RunLogger
 from mimkit.train.metrics import ari, nmi
 from mimkit.train.optim import build_optimizer, set_hyperparameters
@@ -139,7 +140,9 @@ class Pretrainer:
             or (cfg.run.device == "auto" and torch.cuda.is_available())
             else "cpu"
         )
-        self.device = resolve_device(cfg.run.device, self.dist)
+        self.device = resolve_device(
+            cfg.run.device, self.dist.local_rank if self.dist.enabled else None
+        )
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.out = Path(cfg.run.output_dir)
