@@ -10,7 +10,7 @@ from mimkit import __version__
 from mimkit.errors import MimkitError
 
 # Each module in mimkit.commands provides ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS: tuple[str, ...] = ("pretrain", "knn", "linear", "export", "masks")
+COMMANDS: tuple[str, ...] = ("pretrain", "knn", "linear", "export", "masks", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

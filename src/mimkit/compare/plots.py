@@ -1,0 +1,157 @@
+"""The thesis-style figures of a comparison (matplotlib's Agg canvas, no display, no global
+backend switch): accuracy vs epoch with a ± std band over seeds, and sorted final bars."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from mimkit.compare.aggregate import Group
+
+_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _color(i: int, n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return cmap(i % cmap.N)
+
+
+def plot_curves(
+    panels: Sequence[tuple[str, dict[str, list[tuple[int, float, float, int]]]]],
+    path: Path,
+    title: str = "",
+) -> None:
+    """One panel per ``(y label, {line label: [(epoch, mean, std, n)]})``; a shaded band
+    of ± std where a point has two or more seeds."""
+    legend_w = 3.4
+    fig, axes = _figure(7.0 * len(panels) + legend_w, 5.0, len(panels))
+    handles = labels = None
+    for ax, (ylabel, lines) in zip(axes, panels, strict=True):
+        n = len(lines)
+        for i, (label, pts) in enumerate(lines.items()):
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            ms = [p[1] for p in pts]
+            color = _color(i, n)
+            nseeds = max(p[3] for p in pts)
+            ax.plot(
+                xs,
+                ms,
+                linestyle=_STYLES[(i // 10) % len(_STYLES)] if n > 10 else "-",
+                marker=_MARKERS[i % len(_MARKERS)],
+                markersize=4,
+                color=color,
+                linewidth=1.6,
+                label=f"{label} (n={nseeds})",
+            )
+            if any(p[3] >= 2 for p in pts):
+                lo = [
+                    m - (s if p[3] >= 2 else 0.0)
+                    for m, s, p in zip(ms, [p[2] for p in pts], pts, strict=True)
+                ]
+                hi = [
+                    m + (s if p[3] >= 2 else 0.0)
+                    for m, s, p in zip(ms, [p[2] for p in pts], pts, strict=True)
+                ]
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        epochs = sorted({p[0] for pts in lines.values() for p in pts})
+        if epochs and len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    width = fig.get_figwidth()
+    fig.subplots_adjust(
+        left=0.7 / width, right=1.0 - legend_w / width, bottom=0.11, top=0.9, wspace=0.22
+    )
+    fig.savefig(path)
+
+
+def plot_final_bars(
+    panels: Sequence[tuple[str, list[tuple[str, float, float, int]]]],
+    path: Path,
+    title: str = "",
+) -> None:
+    """Horizontal bars sorted by mean (best on top), std error bars where n >= 2."""
+    rows = max((len(b) for _, b in panels), default=1)
+    fig, axes = _figure(5.2 * len(panels) + 2.2, 0.34 * rows + 1.6, len(panels))
+    for ax, (xlabel, bars) in zip(axes, panels, strict=True):
+        bars = sorted((b for b in bars if not math.isnan(b[1])), key=lambda b: b[1])
+        if not bars:
+            continue
+        ys = range(len(bars))
+        means = [b[1] for b in bars]
+        errs = [b[2] if b[3] >= 2 and not math.isnan(b[2]) else 0.0 for b in bars]
+        colors = ["#4c72b0" if b[3] >= 2 else "#9db4d6" for b in bars]
+        ax.barh(list(ys), means, color=colors, height=0.7)
+        multi = [i for i, b in enumerate(bars) if b[3] >= 2]
+        if multi:
+            ax.errorbar(
+                [means[i] for i in multi],
+                multi,
+                xerr=[errs[i] for i in multi],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                linewidth=1.2,
+            )
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels([f"{b[0]} (n={b[3]})" for b in bars], fontsize=8)
+        lo = min(m - e for m, e in zip(means, errs, strict=True))
+        hi = max(m + e for m, e in zip(means, errs, strict=True))
+        span = max(hi - lo, 1.0)
+        ax.set_xlim(max(0.0, lo - 0.6 * span), hi + 0.35 * span)
+        for y, m, e in zip(ys, means, errs, strict=True):
+            ax.text(m + e + 0.03 * span, y, f"{m:.1f}", va="center", fontsize=7)
+        ax.set_xlabel(
+            xlabel + ("\n(pale bars: one seed, no error bar)" if len(multi) < len(bars) else "")
+        )
+        ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_plots(
+    out: Path,
+    groups: Sequence[Group],
+    curve_panels: Sequence[tuple[str, dict[str, list[tuple[int, float, float, int]]]]],
+    bar_metrics: Sequence[tuple[str, str]],
+    multi_budget: bool,
+    title: str = "",
+) -> list[Path]:
+    """``knn_vs_epoch.png`` and ``final_bar.png`` in ``out``; ``bar_metrics`` is
+    ``[(stat key, axis label)]``."""
+    curves_path, bars_path = out / "knn_vs_epoch.png", out / "final_bar.png"
+    plot_curves(curve_panels, curves_path, title)
+    bar_panels = []
+    for key, label in bar_metrics:
+        bars = [
+            (g.label(multi_budget), g.stats[key][0], g.stats[key][1], g.stats[key][2])
+            for g in groups
+            if g.stats.get(key, (math.nan, 0, 0))[2] > 0
+        ]
+        bar_panels.append((label, bars))
+    plot_final_bars(bar_panels, bars_path, title)
+    return [curves_path, bars_path]

@@ -1,0 +1,85 @@
+"""Write a grid's outputs: results.csv, summary.csv, summary.md and the two figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mimkit.compare.aggregate import (
+    Group,
+    collect_rows,
+    curves,
+    knn_col,
+    result_columns,
+    summarize,
+    summary_markdown,
+    write_results_csv,
+    write_summary_csv,
+)
+from mimkit.compare.plots import write_plots
+from mimkit.compare.spec import CompareConfig, RunSpec
+
+
+@dataclass
+class Report:
+    groups: list[Group]
+    markdown: str
+    files: list[Path]
+    rows: int
+
+
+def _order(runs: Sequence[RunSpec]) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+    for r in runs:
+        key = (r.strategy.name, r.epochs)
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def write_report(
+    cc: CompareConfig, runs: Sequence[RunSpec], out: str | Path, notes: Sequence[str] = ()
+) -> Report:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ev = cc.eval
+    rows = collect_rows(runs, ev.knn_ks)
+    order = _order(runs)
+    masks = {r.strategy.name: " ".join(r.config.masking.strategies) for r in runs}
+    planned: dict[tuple[str, int], int] = {}
+    for r in runs:
+        planned[(r.strategy.name, r.epochs)] = planned.get((r.strategy.name, r.epochs), 0) + 1
+    groups = summarize(rows, order, ev.knn_ks, ev.linear, masks, planned)
+    results_csv, summary_csv, summary_md = (
+        out / "results.csv",
+        out / "summary.csv",
+        out / "summary.md",
+    )
+    write_results_csv(rows, results_csv, result_columns(ev.knn_ks, ev.linear))
+    write_summary_csv(groups, summary_csv, ev.knn_ks, ev.linear)
+    markdown = summary_markdown(cc, groups, notes)
+    summary_md.write_text(markdown)
+    files = [results_csv, summary_csv, summary_md]
+    if rows:
+        k = ev.shown_k
+        label = (lambda s, e: f"{s} ({e} ep)") if cc.multi_budget else (lambda s, e: s)
+        panels = [
+            (
+                f"k-NN top-1 (%), k={k}",
+                {label(s, e): pts for (s, e), pts in curves(rows, order, knn_col(k)).items()},
+            )
+        ]
+        if ev.linear and ev.linear_every:
+            panels.append(
+                (
+                    "linear top-1 (%)",
+                    {label(s, e): p for (s, e), p in curves(rows, order, "linear_top1").items()},
+                )
+            )
+        bars = [(knn_col(k), f"k-NN top-1 (%), k={k}, final epoch")]
+        if ev.linear:
+            bars.append(("linear_top1", "linear top-1 (%), final epoch"))
+        title = cc.description or Path(cc.source).stem.replace("_", " ")
+        files += write_plots(out, groups, panels, bars, cc.multi_budget, title)
+    return Report(groups=groups, markdown=markdown, files=files, rows=len(rows))

@@ -1,0 +1,441 @@
+"""Run a compare grid: pretrain each run (in this process, or with torchrun), evaluate its
+kept checkpoints with k-NN (and optionally a linear probe), and record ``eval.json``.
+
+Everything is resumable: a run whose ``eval.json`` is complete for the current settings is
+skipped without building anything; an interrupted pretraining resumes from its checkpoint
+(the engine does that); an epoch already evaluated is not evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimkit.compare.spec import CompareConfig, RunSpec, identity_hash
+from mimkit.errors import MimkitError
+
+EVAL_FILE = "eval.json"
+LAUNCHERS = ("inprocess", "torchrun")
+
+
+class CompareInterrupted(MimkitError):
+    """Ctrl-C / SIGTERM during a run: what is finished is kept; rerun to resume."""
+
+
+@dataclass
+class GridReport:
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: str | None = None
+
+
+# -- eval.json --------------------------------------------------------------------------
+def read_eval(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_eval(run_dir: str | Path, payload: dict[str, Any]) -> None:
+    path = Path(run_dir) / EVAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{EVAL_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _matches(state: dict[str, Any], run: RunSpec, cc: CompareConfig) -> bool:
+    return (
+        state.get("config_hash") == identity_hash(run.config)
+        and state.get("eval_key") == cc.eval.key()
+    )
+
+
+def is_complete(state: dict[str, Any], run: RunSpec, cc: CompareConfig) -> bool:
+    return (
+        state.get("status") == "complete"
+        and _matches(state, run, cc)
+        and str(run.epochs) in state.get("epochs_eval", {})
+    )
+
+
+def run_status(run: RunSpec, cc: CompareConfig) -> str:
+    """``done``, ``partial`` (some training or evaluation on disk) or ``new``."""
+    if is_complete(read_eval(run.out), run, cc):
+        return "done"
+    if (run.out / "checkpoint.pth").is_file() or (run.out / EVAL_FILE).is_file():
+        return "partial"
+    return "new"
+
+
+# -- pretraining ------------------------------------------------------------------------
+def _training_finished(run: RunSpec) -> bool:
+    from mimkit.train.logging import read_log
+
+    if not (run.out / "checkpoint.pth").is_file():
+        return False
+    epochs = [r.get("epoch", 0) for r in read_log(run.out, "epoch")]
+    return bool(epochs) and max(epochs) >= run.epochs
+
+
+def pretrain_inprocess(run: RunSpec) -> None:
+    from mimkit.train.engine import NonFiniteLossError, Pretrainer
+
+    trainer = Pretrainer(run.config)
+    try:
+        result = trainer.fit()
+    except NonFiniteLossError as err:
+        raise RunFailed(f"non-finite loss: {err}") from None
+    finally:
+        trainer.logger.close()
+    if result["status"] == "stopped":
+        raise CompareInterrupted(f"stopped during {run.name} at step {result['step']}")
+    if result["status"] != "finished":
+        raise RunFailed(f"pretraining ended with status {result['status']!r}")
+
+
+def write_run_config(run: RunSpec) -> Path:
+    run.out.mkdir(parents=True, exist_ok=True)
+    path = run.out / "config.yaml"
+    path.write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+    return path
+
+
+def torchrun_command(config_path: Path, nproc_per_node: int) -> list[str]:
+    # ``python -m torch.distributed.run`` is the ``torchrun`` entry point, without relying
+    # on the script being on PATH.
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        "mimkit",
+        "pretrain",
+        "--config",
+        str(config_path),
+        "--no-knn",
+    ]
+
+
+def pretrain_torchrun(run: RunSpec, nproc_per_node: int) -> None:
+    cmd = torchrun_command(write_run_config(run), nproc_per_node)
+    try:
+        rc = subprocess.run(cmd, check=False).returncode
+    except KeyboardInterrupt:
+        raise CompareInterrupted(f"stopped during {run.name}") from None
+    if rc == 130:
+        raise CompareInterrupted(f"stopped during {run.name}")
+    if rc != 0:
+        raise RunFailed(f"torchrun exited with status {rc} ({' '.join(cmd)})")
+
+
+class RunFailed(Exception):
+    """One run could not be trained or evaluated; the grid goes on with the others."""
+
+
+# -- evaluation -------------------------------------------------------------------------
+@dataclass
+class _EvalData:
+    train: Any
+    val: Any
+    fingerprints: dict[str, str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: Any
+    num_workers: int
+
+
+def _eval_data(run: RunSpec) -> _EvalData:
+    from mimkit.data import build_dataset, dataset_fingerprint, default_normalization
+    from mimkit.data import eval_transform as make_eval_transform
+    from mimkit.devices import resolve_device
+
+    cfg = run.config
+    d = cfg.data
+    mean, std = default_normalization(d.dataset)
+    tf = make_eval_transform(cfg.model.img_size, mean, std)
+    val_spec = d.val_dataset or d.dataset
+    device = resolve_device(cfg.run.device)
+    return _EvalData(
+        train=build_dataset(d.dataset, "train", tf, subset=d.subset),
+        val=build_dataset(val_spec, "val", tf),
+        fingerprints={
+            "train": dataset_fingerprint(d.dataset, "train", d.subset),
+            "val": dataset_fingerprint(val_spec, "val", None),
+        },
+        mean=tuple(mean),
+        std=tuple(std),
+        device=device,
+        num_workers=d.num_workers if device.type == "cuda" else 0,
+    )
+
+
+def checkpoint_for_epoch(run: RunSpec, epoch: int) -> Path | None:
+    kept = run.out / f"checkpoint_{epoch:04d}.pth"
+    if kept.is_file():
+        return kept
+    if epoch == run.epochs and _training_finished(run):
+        return run.out / "checkpoint.pth"
+    return None
+
+
+def evaluate_checkpoint(
+    run: RunSpec, cc: CompareConfig, path: Path, data: _EvalData, linear: bool
+) -> dict[str, Any]:
+    """k-NN (and the linear probe when ``linear``) of the checkpoint's teacher backbone."""
+    from mimkit.evaluate import cached_features, file_identity, knn_evaluate, train_linear
+    from mimkit.evaluate.prepare import CACHE_VERSION
+    from mimkit.weights.io import load_pretrained
+
+    ev = cc.eval
+    model, mcfg, _ = load_pretrained(path, "teacher")
+    model.to(data.device).eval()
+
+    def features(split: str, mode: str):
+        # The same cache key as ``mimkit knn``/``mimkit linear`` on this checkpoint.
+        key = {
+            "v": CACHE_VERSION,
+            "checkpoint": file_identity(path),
+            "checkpoint_key": "teacher",
+            "data": data.fingerprints[split],
+            "img_size": int(mcfg["img_size"]),
+            "patch_size": int(mcfg["patch_size"]),
+            "mean": list(data.mean),
+            "std": list(data.std),
+        }
+        f, labels, _ = cached_features(
+            model,
+            data.train if split == "train" else data.val,
+            data.device,
+            cache_dir=path.parent / "features",
+            key_parts=key,
+            batch_size=ev.batch_size,
+            mode=mode,
+            num_workers=data.num_workers,
+            progress=False,
+        )
+        return f, labels
+
+    t0 = time.perf_counter()
+    (tr_f, tr_l), (va_f, va_l) = features("train", ev.features), features("val", ev.features)
+    knn = knn_evaluate(
+        tr_f.to(data.device),
+        tr_l,
+        va_f.to(data.device),
+        va_l,
+        ks=ev.knn_ks,
+        temperature=ev.temperature,
+    )
+    out: dict[str, Any] = {
+        "checkpoint": path.name,
+        "knn": {str(k): v for k, v in knn.items()},
+    }
+    if linear:
+        (tr_f, tr_l), (va_f, va_l) = (
+            features("train", ev.linear_features),
+            features("val", ev.linear_features),
+        )
+        res = train_linear(
+            tr_f,
+            tr_l,
+            va_f,
+            va_l,
+            epochs=ev.linear_epochs,
+            batch_size=ev.linear_batch_size,
+            lr=ev.linear_lr,
+            device=data.device,
+            seed=run.seed,
+            progress=False,
+        )
+        out["linear"] = {
+            "top1": res.final.get("val_top1"),
+            "top5": res.final.get("val_top5"),
+            "best_top1": res.best.get("val_top1"),
+            "lr": res.lr,
+            "epochs": ev.linear_epochs,
+        }
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _epoch_log(run: RunSpec) -> dict[int, dict[str, Any]]:
+    from mimkit.train.logging import read_log
+
+    return {int(r["epoch"]): r for r in read_log(run.out, "epoch") if "epoch" in r}
+
+
+def _mean_images_per_s(log: dict[int, dict[str, Any]], epochs: int) -> float | None:
+    vals = [r["images_per_s"] for e, r in log.items() if e <= epochs and "images_per_s" in r]
+    return sum(vals) / len(vals) if vals else None
+
+
+def evaluate_run(
+    run: RunSpec, cc: CompareConfig, state: dict[str, Any], save: Callable[[], None]
+) -> None:
+    """Fill ``state["epochs_eval"]`` for every evaluable epoch not yet in it."""
+    ev = cc.eval
+    done: dict[str, Any] = state.setdefault("epochs_eval", {})
+    log = _epoch_log(run)
+    data: _EvalData | None = None
+    for epoch in run.eval_epochs:
+        entry = done.get(str(epoch))
+        need_linear = ev.linear and (ev.linear_every or epoch == run.epochs)
+        if entry and "knn" in entry and (not need_linear or "linear" in entry):
+            continue
+        path = checkpoint_for_epoch(run, epoch)
+        if path is None:
+            if epoch == run.epochs:
+                raise RunFailed(f"no checkpoint for the final epoch {epoch} in {run.out}")
+            state.setdefault("missing_epochs", [])
+            if epoch not in state["missing_epochs"]:
+                state["missing_epochs"].append(epoch)
+            continue
+        if data is None:
+            data = _eval_data(run)
+        result = evaluate_checkpoint(run, cc, path, data, need_linear)
+        rec = log.get(epoch, {})
+        for key in ("loss", "images_per_s", "nmi"):
+            if key in rec:
+                result[key] = rec[key]
+        done[str(epoch)] = result
+        save()
+
+
+# -- the grid ---------------------------------------------------------------------------
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def run_one(
+    run: RunSpec,
+    cc: CompareConfig,
+    launcher: str = "inprocess",
+    nproc_per_node: int = 1,
+) -> dict[str, Any]:
+    """Train (or resume) and evaluate one run; return its eval.json payload."""
+    old = read_eval(run.out)
+    state: dict[str, Any] = {
+        "run": run.name,
+        "strategy": run.strategy.name,
+        "slug": run.strategy.slug,
+        "mask": list(run.config.masking.strategies),
+        "seed": run.seed,
+        "epochs": run.epochs,
+        "config_hash": identity_hash(run.config),
+        "eval_key": cc.eval.key(),
+        "status": "partial",
+        "pretrain_seconds": 0.0,
+    }
+    if _matches(old, run, cc):
+        state["epochs_eval"] = old.get("epochs_eval", {})
+        state["pretrain_seconds"] = float(old.get("pretrain_seconds", 0.0))
+
+    def save() -> None:
+        write_eval(run.out, state)
+
+    if not _training_finished(run):
+        t0 = time.perf_counter()
+        try:
+            if launcher == "torchrun":
+                pretrain_torchrun(run, nproc_per_node)
+            else:
+                pretrain_inprocess(run)
+        finally:
+            state["pretrain_seconds"] = round(
+                state["pretrain_seconds"] + time.perf_counter() - t0, 1
+            )
+    log = _epoch_log(run)
+    state["images_per_s"] = _mean_images_per_s(log, run.epochs)
+    save()
+    t0 = time.perf_counter()
+    evaluate_run(run, cc, state, save)
+    state["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    state["status"] = "complete"
+    state.pop("error", None)
+    save()
+    return state
+
+
+def _result_line(state: dict[str, Any], k: int) -> str:
+    evals = state.get("epochs_eval", {})
+    curve = " ".join(
+        f"e{e}:{evals[e]['knn'][str(k)]['top1']:.1f}"
+        for e in sorted(evals, key=int)
+        if str(k) in evals[e].get("knn", {})
+    )
+    ips = state.get("images_per_s")
+    final = evals.get(str(state["epochs"]), {})
+    lin = final.get("linear", {}).get("top1")
+    parts = [f"k-NN@{k} {curve}"]
+    if lin is not None:
+        parts.append(f"linear {lin:.1f}")
+    if ips:
+        parts.append(f"{ips:.0f} img/s")
+    return ", ".join(parts)
+
+
+def run_grid(
+    cc: CompareConfig,
+    runs: list[RunSpec],
+    *,
+    launcher: str = "inprocess",
+    nproc_per_node: int = 1,
+    echo: Callable[[str], None] = print,
+) -> GridReport:
+    """Run every run of ``runs`` in order; a failed run is recorded and the grid goes on."""
+    report = GridReport()
+    n = len(runs)
+    width = len(str(n))
+    for i, run in enumerate(runs, 1):
+        tag = f"[{i:>{width}}/{n}] {run.name}"
+        state = read_eval(run.out)
+        if is_complete(state, run, cc):
+            report.skipped.append(run.name)
+            echo(f"{tag}: done already, skipped ({_result_line(state, cc.eval.shown_k)})")
+            continue
+        echo(
+            f"{tag}: {run.strategy.name} seed {run.seed}, {run.epochs} epochs, mask "
+            f"{' '.join(run.config.masking.strategies)} ..."
+        )
+        t0 = time.perf_counter()
+        try:
+            state = run_one(run, cc, launcher, nproc_per_node)
+        except CompareInterrupted as err:
+            report.interrupted = str(err)
+            echo(f"{tag}: interrupted; rerun the same command to resume")
+            break
+        except KeyboardInterrupt:
+            report.interrupted = f"stopped during {run.name}"
+            echo(f"{tag}: interrupted; rerun the same command to resume")
+            break
+        except (RunFailed, MimkitError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            report.failed[run.name] = msg
+            failed = read_eval(run.out) or {"run": run.name, "strategy": run.strategy.name}
+            failed.update(status="failed", error=msg)
+            write_eval(run.out, failed)
+            echo(f"{tag}: FAILED: {msg}")
+            continue
+        report.trained.append(run.name)
+        echo(
+            f"{tag}: finished in {_fmt_seconds(time.perf_counter() - t0)} "
+            f"({_result_line(state, cc.eval.shown_k)})"
+        )
+    return report

@@ -1,0 +1,450 @@
+"""Compare configs: a base pretraining config, shared overrides, seeds, epoch budgets, the
+evaluation settings and a list of strategies; expanded into a grid of runs and validated up
+front (every run's :class:`~mimkit.config.PretrainConfig` is built and checked before any
+training starts).
+
+A compare config is YAML::
+
+    base: fashion_mnist_vit_mini        # shipped config name or path
+    overrides: {model.arch: vit_micro}  # dotted keys, applied to every run
+    seeds: [0, 1, 2]
+    epochs: 8                           # or a list of budgets: [4, 8]
+    eval: {every: 2, knn_ks: [10, 20], linear: false}
+    strategies:
+      - {name: AttMask-High, mask: [high]}
+      - {name: Random, mask: [random], seeds: [0]}
+      - {name: High + contrastive, mask: [high], overrides: {loss.lambda3: 0.5}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimkit.config import PretrainConfig, load_config
+from mimkit.errors import ConfigError, MimkitError
+
+SHIPPED_COMPARE_CONFIGS = "compare"  # folder inside mimkit/configs
+
+TOP_KEYS = ("base", "overrides", "seeds", "epochs", "eval", "strategies", "description")
+STRATEGY_KEYS = ("name", "mask", "overrides", "seeds", "epochs")
+FEATURE_CHOICES = ("cls", "cls+avgpool")
+LINEAR_FEATURE_CHOICES = ("last4", "last4+avgpool", "cls", "cls+avgpool")
+
+# Config sections (and run fields) that change what a run computes: a run folder trained
+# with other values cannot be reused.
+_IDENTITY_SECTIONS = ("model", "data", "masking", "loss", "optim")
+_IDENTITY_RUN_FIELDS = ("seed", "amp")
+
+
+@dataclass
+class EvalSettings:
+    every: int = 1  # evaluate (and keep a checkpoint) every N epochs, plus the final epoch
+    knn_ks: list[int] = field(default_factory=lambda: [10, 20])
+    temperature: float = 0.07
+    features: str = "cls"
+    batch_size: int = 256
+    linear: bool = False
+    linear_epochs: int = 100
+    linear_batch_size: int = 256
+    linear_lr: float | None = None  # default 0.003 x batch / 256
+    linear_features: str = "last4"
+    linear_every: bool = False  # probe every evaluated epoch, not only the final one
+    plot_k: int | None = None  # k shown in the plots (default 20 if evaluated, else the first)
+
+    @property
+    def shown_k(self) -> int:
+        if self.plot_k is not None:
+            return self.plot_k
+        return 20 if 20 in self.knn_ks else self.knn_ks[0]
+
+    def key(self) -> dict[str, Any]:
+        """What a finished run's evaluation depends on (a change re-evaluates, never retrains)."""
+        return {
+            "every": self.every,
+            "knn_ks": sorted(self.knn_ks),
+            "temperature": self.temperature,
+            "features": self.features,
+            "linear": self.linear,
+            **(
+                {
+                    "linear_epochs": self.linear_epochs,
+                    "linear_batch_size": self.linear_batch_size,
+                    "linear_lr": self.linear_lr,
+                    "linear_features": self.linear_features,
+                    "linear_every": self.linear_every,
+                }
+                if self.linear
+                else {}
+            ),
+        }
+
+
+@dataclass
+class Strategy:
+    name: str
+    slug: str
+    mask: list[str] | None
+    overrides: list[tuple[str, Any]]
+    seeds: list[int]
+    epochs: list[int | None]
+
+
+@dataclass
+class RunSpec:
+    """One (strategy, seed, epoch budget) of the grid, with its full pretraining config."""
+
+    strategy: Strategy
+    seed: int
+    epochs: int
+    name: str  # folder name under OUT/runs
+    config: PretrainConfig
+    every: int = 1
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.run.output_dir)
+
+    @property
+    def eval_epochs(self) -> list[int]:
+        """Epochs evaluated: every ``every`` epochs, and always the last one."""
+        out = list(range(self.every, self.epochs + 1, self.every))
+        if not out or out[-1] != self.epochs:
+            out.append(self.epochs)
+        return out
+
+
+@dataclass
+class CompareConfig:
+    source: str
+    base: str
+    overrides: list[tuple[str, Any]]
+    seeds: list[int]
+    epochs: list[int | None]
+    eval: EvalSettings
+    strategies: list[Strategy]
+    description: str = ""
+
+    @property
+    def multi_budget(self) -> bool:
+        return any(len(s.epochs) > 1 for s in self.strategies) or len(self.epochs) > 1
+
+
+# -- reading ----------------------------------------------------------------------------
+def shipped_compare_names() -> list[str]:
+    folder = resources.files("mimkit.configs") / SHIPPED_COMPARE_CONFIGS
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def read_compare_file_text(name_or_path: str) -> tuple[str, str]:
+    """The text of a compare config given by path or shipped name, and where it came from."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = name_or_path.removesuffix(".yaml")
+    shipped = resources.files("mimkit.configs") / SHIPPED_COMPARE_CONFIGS / f"{name}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(shipped_compare_names()) or "none"
+        raise ConfigError(
+            f"compare config {name_or_path!r} is neither a file nor a shipped compare "
+            f"config ({names})"
+        )
+    return shipped.read_text(), f"mimkit/configs/compare/{name}.yaml"
+
+
+def read_compare_file(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """The YAML mapping of a compare config given by path or shipped name, and its source."""
+    text, source = read_compare_file_text(name_or_path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"compare config {name_or_path!r} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"compare config {name_or_path!r} must be a mapping")
+    return data, source
+
+
+def _flatten_overrides(value: Any, where: str) -> list[tuple[str, Any]]:
+    """``{a.b: v}`` or ``{a: {b: v}}`` -> ``[("a.b", v)]`` (order kept)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of section.field: value")
+    out: list[tuple[str, Any]] = []
+    for key, v in value.items():
+        key = str(key)
+        if "." not in key and isinstance(v, dict):
+            out.extend((f"{key}.{k}", vv) for k, vv in v.items())
+        else:
+            out.append((key, v))
+    return out
+
+
+def _int_list(value: Any, where: str, minimum: int) -> list[int]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where} is empty")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ConfigError(f"{where} must be integers >= {minimum}, got {value!r}")
+        out.append(int(v))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where} has duplicates: {value!r}")
+    return out
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug or "strategy"
+
+
+def _parse_eval(raw: Any) -> EvalSettings:
+    if raw is None:
+        return EvalSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError("eval must be a mapping")
+    ev = EvalSettings()
+    known = set(EvalSettings.__dataclass_fields__)
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown eval setting {key!r}; known: {', '.join(sorted(known))}")
+        if key == "knn_ks":
+            value = sorted(_int_list(value, "eval.knn_ks", 1))
+        elif key in ("every", "batch_size", "linear_epochs", "linear_batch_size"):
+            value = _int_list(value, f"eval.{key}", 1)
+            if len(value) != 1:
+                raise ConfigError(f"eval.{key} must be one integer")
+            value = value[0]
+        elif key in ("linear", "linear_every"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"eval.{key} must be true or false")
+        elif key in ("temperature", "linear_lr"):
+            if value is None and key == "linear_lr":
+                pass
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"eval.{key} must be a number > 0, got {value!r}")
+            else:
+                value = float(value)
+        elif key == "features" and value not in FEATURE_CHOICES:
+            raise ConfigError(f"eval.features must be one of {', '.join(FEATURE_CHOICES)}")
+        elif key == "linear_features" and value not in LINEAR_FEATURE_CHOICES:
+            raise ConfigError(
+                f"eval.linear_features must be one of {', '.join(LINEAR_FEATURE_CHOICES)}"
+            )
+        elif key == "plot_k" and value is not None:
+            value = _int_list(value, "eval.plot_k", 1)[0]
+        setattr(ev, key, value)
+    if ev.plot_k is not None and ev.plot_k not in ev.knn_ks:
+        raise ConfigError(f"eval.plot_k {ev.plot_k} is not one of eval.knn_ks {ev.knn_ks}")
+    return ev
+
+
+def parse_compare_config(
+    data: dict[str, Any], source: str = "<dict>", extra_overrides: list[tuple[str, Any]] = ()
+) -> CompareConfig:
+    """Check the structure of a compare config (not yet the runs: see :func:`build_grid`)."""
+    unknown = [k for k in data if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown compare config key {unknown[0]!r}; known: {', '.join(TOP_KEYS)}"
+        )
+    base = data.get("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError("compare config needs base: a shipped config name or a YAML path")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute() and source not in ("<dict>",) and Path(source).is_file():
+        candidate = Path(source).parent / base_path
+        if candidate.is_file() and not base_path.is_file():
+            base = str(candidate)
+    overrides = _flatten_overrides(data.get("overrides"), "overrides") + list(extra_overrides)
+    seeds = _int_list(data.get("seeds", [0]), "seeds", 0)
+    epochs: list[int | None] = (
+        _int_list(data["epochs"], "epochs", 1) if data.get("epochs") is not None else [None]
+    )
+    ev = _parse_eval(data.get("eval"))
+    raw_strategies = data.get("strategies")
+    if not isinstance(raw_strategies, list) or not raw_strategies:
+        raise ConfigError("compare config needs strategies: a non-empty list")
+    strategies: list[Strategy] = []
+    slugs: dict[str, str] = {}
+    for i, item in enumerate(raw_strategies):
+        where = f"strategies[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a mapping with name and mask")
+        bad = [k for k in item if k not in STRATEGY_KEYS]
+        if bad:
+            raise ConfigError(f"{where}: unknown key {bad[0]!r}; known: {', '.join(STRATEGY_KEYS)}")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where} needs a name")
+        name = name.strip()
+        where = f"strategy {name!r}"
+        mask = item.get("mask")
+        if mask is not None:
+            mask = [mask] if isinstance(mask, str) else mask
+            if not isinstance(mask, list) or not mask or not all(isinstance(m, str) for m in mask):
+                raise ConfigError(f"{where}: mask must be a strategy string or a list of them")
+        slug = slugify(name)
+        if slug in slugs:
+            raise ConfigError(
+                f"{where}: its folder name {slug!r} clashes with strategy {slugs[slug]!r}"
+            )
+        slugs[slug] = name
+        s_seeds = _int_list(item["seeds"], f"{where}: seeds", 0) if "seeds" in item else seeds
+        s_epochs = (
+            _int_list(item["epochs"], f"{where}: epochs", 1)
+            if item.get("epochs") is not None
+            else epochs
+        )
+        strategies.append(
+            Strategy(
+                name=name,
+                slug=slug,
+                mask=list(mask) if mask else None,
+                overrides=_flatten_overrides(item.get("overrides"), f"{where}: overrides"),
+                seeds=s_seeds,
+                epochs=s_epochs,
+            )
+        )
+    return CompareConfig(
+        source=source,
+        base=base,
+        overrides=overrides,
+        seeds=seeds,
+        epochs=epochs,
+        eval=ev,
+        strategies=strategies,
+        description=str(data.get("description") or ""),
+    )
+
+
+def load_compare_config(
+    name_or_path: str, extra_overrides: list[tuple[str, Any]] = ()
+) -> CompareConfig:
+    data, source = read_compare_file(name_or_path)
+    return parse_compare_config(data, source, extra_overrides)
+
+
+# -- the grid ---------------------------------------------------------------------------
+def run_name(strategy: Strategy, seed: int, epochs: int, multi_budget: bool) -> str:
+    return f"{strategy.slug}-s{seed}" + (f"-e{epochs}" if multi_budget else "")
+
+
+def build_run_config(
+    cc: CompareConfig, strategy: Strategy, seed: int, epochs: int | None, run_dir: Path
+) -> PretrainConfig:
+    overrides = list(cc.overrides) + list(strategy.overrides)
+    if strategy.mask is not None:
+        overrides.append(("masking.strategies", list(strategy.mask)))
+    if epochs is not None:
+        overrides.append(("optim.epochs", epochs))
+    overrides += [
+        ("run.seed", seed),
+        ("run.output_dir", str(run_dir)),
+        ("run.keep_every_epochs", cc.eval.every),
+        ("run.final_knn", False),
+        ("run.knn_every_epochs", 0),
+    ]
+    return load_config(cc.base, overrides)
+
+
+def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
+    """Every run of the grid, each config built and validated; raises before anything is
+    written. Errors name the strategy."""
+    from mimkit.train.engine import validate_config
+
+    out = Path(out)
+    try:
+        load_config(cc.base)
+    except MimkitError as err:
+        raise ConfigError(f"base {cc.base!r}: {err}") from None
+    try:
+        load_config(cc.base, cc.overrides)
+    except MimkitError as err:
+        raise ConfigError(f"overrides: {err}") from None
+    runs: list[RunSpec] = []
+    for s in cc.strategies:
+        for epochs in s.epochs:
+            for seed in s.seeds:
+                try:
+                    # The budget is needed for the folder name: resolve it first.
+                    cfg = build_run_config(cc, s, seed, epochs, out)
+                    budget = cfg.optim.epochs
+                    name = run_name(s, seed, budget, cc.multi_budget)
+                    cfg = build_run_config(cc, s, seed, epochs, out / "runs" / name)
+                    validate_config(cfg)
+                except MimkitError as err:
+                    raise ConfigError(f"strategy {s.name!r} (seed {seed}): {err}") from None
+                runs.append(
+                    RunSpec(
+                        strategy=s,
+                        seed=seed,
+                        epochs=budget,
+                        name=name,
+                        config=cfg,
+                        every=cc.eval.every,
+                    )
+                )
+    # Round-robin over seeds: every strategy's first seed runs before any second seed, so a
+    # grid stopped early still covers every strategy.
+    runs.sort(key=lambda r: r.strategy.seeds.index(r.seed))
+    names = [r.name for r in runs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"two runs would share the folder runs/{dup}")
+    return runs
+
+
+def config_identity(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run config that decide its training result."""
+    d = cfg.to_dict() if isinstance(cfg, PretrainConfig) else cfg
+    ident = {k: d.get(k) for k in _IDENTITY_SECTIONS}
+    ident["run"] = {k: (d.get("run") or {}).get(k) for k in _IDENTITY_RUN_FIELDS}
+    return json.loads(json.dumps(ident, default=str))
+
+
+def identity_hash(cfg: PretrainConfig | dict[str, Any]) -> str:
+    blob = json.dumps(config_identity(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_existing_runs(runs: list[RunSpec]) -> None:
+    """A run folder that already holds a run with another training config is an error (its
+    checkpoints would silently be resumed or reused)."""
+    for r in runs:
+        saved = Path(r.config.run.output_dir) / "config.yaml"
+        if not saved.is_file():
+            continue
+        try:
+            old = PretrainConfig.from_dict(yaml.safe_load(saved.read_text()) or {})
+        except (MimkitError, yaml.YAMLError):
+            raise ConfigError(f"{saved} cannot be read; delete that run folder") from None
+        if config_identity(old) != config_identity(r.config):
+            a, b = config_identity(old), config_identity(r.config)
+            diff = _first_difference(a, b)
+            raise ConfigError(
+                f"{saved.parent} was trained with another config ({diff}); delete that "
+                "folder or choose another --output-dir"
+            )
+
+
+def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    for section in a:
+        va, vb = a[section] or {}, b.get(section) or {}
+        for key in sorted(set(va) | set(vb)):
+            if va.get(key) != vb.get(key):
+                return f"{section}.{key} was {va.get(key)!r}, now {vb.get(key)!r}"
+    return "differs"

@@ -1,0 +1,92 @@
+"""Mean ± std over seeds on a hand-built results table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mimkit.compare.aggregate import (
+    curves,
+    fmt_mean_std,
+    mean_std,
+    rows_from_state,
+    summarize,
+    summary_table,
+)
+
+
+def _row(strategy, seed, epoch, k10, lin=None, epochs=3, ips=100.0):
+    return {
+        "strategy": strategy,
+        "run": f"{strategy}-s{seed}",
+        "seed": seed,
+        "epochs": epochs,
+        "epoch": epoch,
+        "knn_top1_k10": k10,
+        "linear_top1": lin,
+        "images_per_s": ips,
+    }
+
+
+ROWS = [
+    _row("A", 0, 1, 10.0),
+    _row("A", 1, 1, 20.0),
+    _row("A", 0, 3, 50.0, 60.0, ips=90.0),
+    _row("A", 1, 3, 54.0, 64.0, ips=110.0),
+    _row("A", 2, 3, 58.0, 62.0, ips=100.0),
+    _row("B", 0, 3, 40.0, 45.0),
+    _row("C", 0, 1, 30.0),  # never reached its final epoch
+]
+
+
+def test_mean_std_is_sample_std():
+    m, s, n = mean_std([50.0, 54.0, 58.0])
+    assert (m, n) == (54.0, 3) and s == pytest.approx(4.0)
+    m, s, n = mean_std([7.0])
+    assert m == 7.0 and math.isnan(s) and n == 1
+    m, s, n = mean_std([None, float("nan")])
+    assert math.isnan(m) and n == 0
+
+
+def test_summary_uses_the_final_epoch_of_each_seed():
+    groups = summarize(ROWS, [("A", 3), ("B", 3), ("C", 3)], [10], linear=True)
+    a, b, c = groups
+    assert a.seeds == [0, 1, 2]
+    assert a.stats["knn_top1_k10"][:2] == pytest.approx((54.0, 4.0))
+    assert a.stats["linear_top1"][:2] == pytest.approx((62.0, 2.0))
+    assert a.stats["images_per_s"][0] == pytest.approx(100.0)
+    assert b.stats["knn_top1_k10"][0] == 40.0 and math.isnan(b.stats["knn_top1_k10"][1])
+    assert c.seeds == [] and c.stats["knn_top1_k10"][2] == 0
+    table = summary_table(groups, [10], linear=True, multi=False)
+    assert "| A |  | 3 | 54.0 ± 4.0 | 62.0 ± 2.0 | 100 |" in table
+    assert "| B |  | 1 | 40.0 | 45.0 | 100 |" in table
+    assert fmt_mean_std((1.0, math.nan, 0)) == "–"
+
+
+def test_curves_mean_and_std_per_epoch():
+    pts = curves(ROWS, [("A", 3)], "knn_top1_k10")[("A", 3)]
+    assert [p[0] for p in pts] == [1, 3]
+    e1, e3 = pts
+    assert e1[1] == pytest.approx(15.0) and e1[2] == pytest.approx(math.sqrt(50.0)) and e1[3] == 2
+    assert e3[1:] == pytest.approx((54.0, 4.0, 3))
+
+
+def test_rows_from_eval_json_state():
+    state = {
+        "seed": 1,
+        "epochs": 2,
+        "epochs_eval": {
+            "2": {
+                "knn": {"10": {"top1": 70.0, "top5": 90.0}},
+                "linear": {"top1": 75.0},
+                "loss": 3.0,
+                "images_per_s": 50.0,
+            },
+            "1": {"knn": {"10": {"top1": 60.0, "top5": 85.0}}},
+        },
+    }
+    rows = rows_from_state(state, "A", "a-s1", [10])
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[1]["knn_top1_k10"] == 70.0 and rows[1]["linear_top1"] == 75.0
+    assert "linear_top1" not in rows[0] and rows[0]["knn_top5_k10"] == 85.0

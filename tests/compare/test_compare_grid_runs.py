@@ -1,0 +1,125 @@
+"""End to end: a 2-strategy x 2-seed grid on a tiny ViT, its outputs, and resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from compare_fixtures import tiny_compare
+
+import mimkit.compare.runner as runner
+import mimkit.train.engine as engine
+from mimkit.cli import main
+
+
+def _count_pretrainers(monkeypatch) -> list[str]:
+    made: list[str] = []
+    real = engine.Pretrainer
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, cfg, *a, **kw):
+            made.append(cfg.run.output_dir)
+            super().__init__(cfg, *a, **kw)
+
+    monkeypatch.setattr(engine, "Pretrainer", Counting)
+    return made
+
+
+def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatch, capsys):
+    cfg = write_compare(tiny_compare())
+    out = tmp_path / "out"
+    made = _count_pretrainers(monkeypatch)
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
+    assert len(made) == 4
+    text = capsys.readouterr().out
+    assert "[4/4] attmask-high-s1: finished" in text
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["attmask-high-s0", "attmask-high-s1", "random-s0", "random-s1"]
+
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 2  # runs x evaluated epochs
+    assert {r["epoch"] for r in rows} == {"1", "2"}
+    for r in rows:
+        assert 0 <= float(r["knn_top1_k5"]) <= 100 and 0 <= float(r["knn_top1_k10"]) <= 100
+        assert float(r["images_per_s"]) > 0
+    finals = [r for r in rows if r["epoch"] == "2"]
+    assert all(r["linear_top1"] for r in finals)
+
+    summary = (out / "summary.md").read_text()
+    assert "| Random | `random` | 2 |" in summary and " ± " in summary
+    assert "AttMask-High" in summary and summary in text  # printed at the end
+    with (out / "summary.csv").open() as f:
+        srows = {r["strategy"]: r for r in csv.DictReader(f)}
+    assert srows["Random"]["n_seeds"] == "2"
+    seeds = [float(r["knn_top1_k10"]) for r in finals if r["strategy"] == "Random"]
+    assert abs(float(srows["Random"]["knn_top1_k10_mean"]) - sum(seeds) / 2) < 1e-3
+    for png in ("knn_vs_epoch.png", "final_bar.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    ev = json.loads((out / "runs" / "random-s0" / "eval.json").read_text())
+    assert ev["status"] == "complete" and set(ev["epochs_eval"]) == {"1", "2"}
+    assert (out / "runs" / "random-s0" / "checkpoint_0001.pth").is_file()
+
+    # Second run: nothing is trained or evaluated again, checkpoints are untouched.
+    ckpt = out / "runs" / "random-s0" / "checkpoint.pth"
+    mtime = ckpt.stat().st_mtime_ns
+    made.clear()
+    evaluated: list[str] = []
+    real_eval = runner.evaluate_checkpoint
+    monkeypatch.setattr(
+        runner,
+        "evaluate_checkpoint",
+        lambda run, *a, **kw: evaluated.append(run.name) or real_eval(run, *a, **kw),
+    )
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
+    assert made == [] and evaluated == []
+    assert ckpt.stat().st_mtime_ns == mtime
+    assert "4 skipped" in capsys.readouterr().out
+
+    # An evaluation interrupted after epoch 1: only epoch 2 is evaluated, nothing trained.
+    path = out / "runs" / "random-s1" / "eval.json"
+    ev = json.loads(path.read_text())
+    del ev["epochs_eval"]["2"]
+    ev["status"] = "partial"
+    path.write_text(json.dumps(ev))
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
+    assert made == [] and evaluated == ["random-s1"]
+    assert json.loads(path.read_text())["status"] == "complete"
+
+
+def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monkeypatch, capsys):
+    cfg = write_compare(tiny_compare(seeds=[0], epochs=1))
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "random-s0" in text and "attmask-high-s0" in text and "new" in text
+    assert not out.exists()
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, check=False):  # run the pretraining the child would, in-process
+        from mimkit.config import load_config
+
+        calls.append(cmd)
+        config = Path(cmd[cmd.index("--config") + 1])
+        engine.pretrain(load_config(str(config)))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    argv = ["compare", "--config", str(cfg), "--output-dir", str(out), "--only", "random"]
+    assert main([*argv, "--launcher", "torchrun", "--nproc-per-node", "2"]) == 0
+    assert len(calls) == 1
+    cmd = calls[0]
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc_per_node=2" in cmd and cmd[cmd.index("-m", 3) + 1 :][:2] == [
+        "mimkit",
+        "pretrain",
+    ]
+    assert cmd[cmd.index("--config") + 1] == str(out / "runs" / "random-s0" / "config.yaml")
+    assert (out / "runs" / "random-s0" / "eval.json").is_file()
+    assert not (out / "runs" / "attmask-high-s0").exists()
+    summary = (out / "summary.md").read_text()
+    assert "| Random | `random` | 1 |" in summary and "1 of 1" not in summary
+    assert "| AttMask-High | `high@raw:-1` | 0 of 1 |" in summary

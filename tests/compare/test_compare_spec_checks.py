@@ -1,0 +1,124 @@
+"""Compare configs are validated as a whole grid before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from compare_fixtures import tiny_compare
+
+from mimkit.cli import main
+from mimkit.compare import build_grid, load_compare_config, parse_compare_config
+from mimkit.config import shipped_config_names
+from mimkit.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"strategies": [{"name": "A", "mask": "random"}, {"name": "B", "mask": "high@raw:7"}]},
+            "layer 7 is out of range",
+        ),
+        ({"strategies": [{"name": "A", "mask": "highest"}]}, "unknown mask mode"),
+        (
+            {"strategies": [{"name": "A", "mask": "random", "overrides": {"optim.nope": 1}}]},
+            "unknown config field 'optim.nope'",
+        ),
+        ({"overrides": {"model.archh": "vit_nano"}}, "overrides: unknown config field"),
+        (
+            {"strategies": [{"name": "A", "mask": ["high", "low", "hint"]}]},
+            "3 mask strategies given for 2 global crops",
+        ),
+        (
+            {"strategies": [{"name": "A", "mask": "random"}, {"name": "a", "mask": "block"}]},
+            "clashes",
+        ),
+        ({"eval": {"knn_k": [10]}}, "unknown eval setting"),
+        ({"seeds": [0, 0]}, "duplicates"),
+        ({"colour": 1}, "unknown compare config key"),
+    ],
+)
+def test_bad_grid_fails_before_any_folder(tmp_path: Path, write_compare, capsys, change, message):
+    data = tiny_compare()
+    data.update(change)
+    cfg = write_compare(data)
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_strategy_error_names_the_strategy(tmp_path: Path):
+    data = tiny_compare()
+    data["strategies"].append({"name": "Too deep", "mask": ["high@rollout:0-9"]})
+    cc = parse_compare_config(data)
+    with pytest.raises(ConfigError, match="strategy 'Too deep'"):
+        build_grid(cc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_expansion_seeds_epochs_overrides(tmp_path: Path):
+    data = tiny_compare(epochs=[1, 2])
+    data["strategies"] = [
+        {"name": "Random", "mask": "random"},
+        {
+            "name": "High + contrastive",
+            "mask": ["high"],
+            "seeds": [5],
+            "overrides": {"loss": {"lambda3": 0.5}},
+        },
+    ]
+    grid = build_grid(parse_compare_config(data), tmp_path)
+    names = [r.name for r in grid]
+    assert names == [  # every strategy's first seed first
+        "random-s0-e1",
+        "random-s0-e2",
+        "high-contrastive-s5-e1",
+        "high-contrastive-s5-e2",
+        "random-s1-e1",
+        "random-s1-e2",
+    ]
+    r = grid[3]
+    assert r.config.loss.lambda3 == 0.5 and r.config.run.seed == 5 and r.config.optim.epochs == 2
+    assert r.config.run.keep_every_epochs == 1 and r.eval_epochs == [1, 2]
+    assert Path(r.config.run.output_dir) == tmp_path / "runs" / "high-contrastive-s5-e2"
+    assert grid[0].config.loss.lambda3 == 0.0
+
+
+def test_eval_epochs_include_the_final_one(tmp_path: Path):
+    grid = build_grid(parse_compare_config(tiny_compare(epochs=5, eval={"every": 2})), tmp_path)
+    assert grid[0].eval_epochs == [2, 4, 5] and grid[0].name == "random-s0"
+
+
+def test_existing_run_with_other_config_is_refused(tmp_path: Path, write_compare, capsys):
+    cfg = write_compare(tiny_compare())
+    run_dir = tmp_path / "out" / "runs" / "random-s0"
+    run_dir.mkdir(parents=True)
+    other = tiny_compare()["overrides"] | {"optim.lr": 0.5}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": other["optim.lr"]}}))
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "was trained with another config" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs" / "random-s1").exists()
+
+
+def test_shipped_compare_config_is_valid_and_hidden_from_pretrain_configs(tmp_path: Path):
+    assert not any("compare" in n or "strategies" in n for n in shipped_config_names())
+    cc = load_compare_config("fashion_mnist_strategies")
+    grid = build_grid(cc, tmp_path)
+    names = {s.name for s in cc.strategies}
+    assert {"Random", "Block", "AttMask-High", "AttMask-Low", "AttMask-Hint"} <= names
+    seeds = {s.name: len(s.seeds) for s in cc.strategies}
+    assert all(seeds[n] >= 3 for n in ("Random", "Block", "AttMask-High", "AttMask-Hint"))
+    assert any(r.config.loss.lambda3 > 0 for r in grid)
+    assert any(len(r.config.masking.strategies) == 2 for r in grid)  # per-crop multi-layer
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_only_is_an_error(tmp_path: Path, write_compare, capsys):
+    cfg = write_compare(tiny_compare())
+    argv = ["compare", "--config", str(cfg), "--output-dir", str(tmp_path / "o"), "--only", "x"]
+    assert main(argv) == 2
+    assert "--only 'x' is not a strategy" in capsys.readouterr().err
