@@ -25,9 +25,14 @@ def random_mask(
     return select_mask(keys, ratio, "high")
 
 
+# BEiT / iBOT place blocks of at least 16 patches on their 14x14 grid (224 px, 16 px patches).
+REFERENCE_MIN_PATCHES, REFERENCE_GRID = 16, 14
+
+
 def default_min_patches(gh: int, gw: int) -> int:
-    """16 patches on a 14x14 grid (BEiT / iBOT), scaled with the grid's area, at least 1."""
-    return max(1, int(16 * gh * gw / 196 + 1e-9))
+    """The reference minimum block area, scaled with the grid's area, at least 1."""
+    area = REFERENCE_GRID * REFERENCE_GRID
+    return max(1, int(REFERENCE_MIN_PATCHES * gh * gw / area + 1e-9))
 
 
 def block_mask(
