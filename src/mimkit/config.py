@@ -104,6 +104,8 @@ class RunConfig:
     tensorboard: bool = True
     progress: bool = True
     threads: int | None = None
+    init: str | None = None  # backbone weights to start from (mimkit, safetensors, timm, DINO/iBOT)
+    init_key: str = "teacher"  # which network of a two-network checkpoint to start from
 
 
 @dataclass

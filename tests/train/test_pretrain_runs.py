@@ -103,3 +103,24 @@ def test_existing_checkpoint_is_not_overwritten_without_resume(make_config):
     pretrain(cfg)
     with pytest.raises(ConfigError, match="exists"):
         Pretrainer(cfg, resume=False)
+
+
+def test_init_from_exported_weights_and_refuse_a_mismatch(make_config, tmp_path):
+    from mimkit.errors import CheckpointError
+    from mimkit.weights import export_backbone
+
+    first = make_config("first", **{"run.max_steps": 2})
+    pretrain(first)
+    export = tmp_path / "teacher.safetensors"
+    export_backbone(f"{first.run.output_dir}/checkpoint.pth", export)
+    teacher = load_checkpoint(f"{first.run.output_dir}/checkpoint.pth")["teacher"]
+
+    second = Pretrainer(make_config("second", **{"run.init": str(export)}))
+    for key, value in second.student.backbone.state_dict().items():
+        if key != "masked_embed":  # not exported: it is iBOT-only, filled with zeros
+            torch.testing.assert_close(value, teacher[f"backbone.{key}"])
+    torch.testing.assert_close(
+        second.teacher.backbone.pos_embed, second.student.backbone.pos_embed
+    )
+    with pytest.raises(CheckpointError, match="blocks.3|shape|missing|unexpected"):
+        Pretrainer(make_config("third", **{"run.init": str(export), "model.arch": "vit_micro"}))

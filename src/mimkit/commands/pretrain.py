@@ -30,6 +30,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--contrastive-k": ("loss.contrastive_k", int, "high/low patches per crop for it"),
     "--contrastive-tau": ("loss.contrastive_tau", float, "its temperature"),
     "--knn-every": ("run.knn_every_epochs", int, "online k-NN every N epochs (0: off)"),
+    "--init": ("run.init", str, "start from these backbone weights (any format mimkit knn reads)"),
 }
 
 

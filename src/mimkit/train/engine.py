@@ -115,6 +115,8 @@ def validate_config(cfg: PretrainConfig) -> None:
         parse_score(cfg.loss.contrastive_score, backbone.depth)
     mask_config(cfg).validate()
     validate_data_spec(d.dataset, "train")
+    if cfg.run.init and not Path(cfg.run.init).is_file():
+        raise ConfigError(f"--init weights {cfg.run.init} do not exist")
 
 
 def mask_config(cfg: PretrainConfig) -> MaskConfig:
@@ -162,12 +164,18 @@ class Pretrainer:
 
     # -- construction -------------------------------------------------------------------
     def _build_data(self) -> None:
-        from mimkit.data import MultiCropTransform, build_dataset, default_normalization
+        from mimkit.data import (
+            MultiCropTransform,
+            build_dataset,
+            check_images,
+            default_normalization,
+        )
 
         cfg, d = self.cfg, self.cfg.data
         self.dataset = build_dataset(
             d.dataset, "train", None, subset=d.subset, on_bad_image=d.on_bad_image
         )
+        check_images(self.dataset)  # unreadable files fail (or warn) before training starts
         mean, std = default_normalization(d.dataset)
         transform = MultiCropTransform(
             global_size=cfg.model.img_size,
@@ -196,6 +204,11 @@ class Pretrainer:
         cfg = self.cfg
         torch.manual_seed(cfg.run.seed)  # same initial weights for the same seed
         self.student = build_network(cfg, cfg.model.drop_path_rate).to(self.device)
+        if cfg.run.init:
+            from mimkit.weights import load_backbone
+
+            # Same layout checks as evaluation: a file that does not fully match is refused.
+            load_backbone(cfg.run.init, self.student.backbone, cfg.run.init_key)
         self.teacher = build_network(cfg, 0.0).to(self.device)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
