@@ -103,3 +103,18 @@ def test_fake_stl10_matches_torchvision(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="STL-10 file .*test_X.bin does not exist"):
         (d / "test_X.bin").unlink()
         build_dataset(f"stl10:{tmp_path}", "val")
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_cifar_batch_that_names_other_code_is_refused(tmp_path):
+    root = _fake_cifar10(tmp_path)
+    batch = root / "cifar-10-batches-py" / "data_batch_1"
+    _dump(batch, {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "x": _Exploit()})
+    with pytest.raises(DataError, match="not allowed"):
+        build_dataset(f"cifar10:{root}", "train")

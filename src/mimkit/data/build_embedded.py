@@ -15,20 +15,8 @@ import sys
 
 import numpy as np
 
+from mimkit.data.datasets import FASHION_MNIST_CLASSES
 from mimkit.data.idx import find_idx_file, read_idx
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:

@@ -242,10 +242,25 @@ def cifar_files(root: str | os.PathLike, n_classes: int, part: str) -> tuple[Pat
     return files[0], files[1:]
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles by format; never let one name anything but numpy arrays."""
+
+    ALLOWED = {
+        (module, name)
+        for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "ndarray", "dtype", "scalar")
+    } | {("_codecs", "encode")}  # how protocol-2 pickles from Python 3 spell bytes
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return _CifarUnpickler(f, encoding="latin1").load()
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DataError(f"CIFAR file {path} cannot be read: {type(e).__name__}: {e}") from None
 
