@@ -9,6 +9,7 @@ strategy it runs: the mask generator asks the teacher for what it needs.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -363,8 +364,15 @@ class Pretrainer:
                 loss = loss + cfg.loss.lambda3 * con
                 terms["contrastive"] = con.detach()
 
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}")
+        with torch.no_grad():
+            t_assign = teacher_out.cls_logits.argmax(-1)
+            stats = {k: v.detach().float() for k, v in terms.items()}
+            stats["mask_ratio"] = masks.float().mean()
+            stats["agreement"] = (t_assign == s_cls[: g * b].argmax(-1)).float().mean()
+        # One host sync per step, for the log and the finiteness check together.
+        values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(f"non-finite loss {values['loss']} at step {step}")
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -382,19 +390,12 @@ class Pretrainer:
             torch._foreach_mul_(self._t_params, m)
             torch._foreach_add_(self._t_params, self._s_params, alpha=1 - m)
 
-        with torch.no_grad():
-            t_assign = teacher_out.cls_logits.argmax(-1)
-            s_assign = s_cls[: g * b].argmax(-1)
-            agreement = (t_assign == s_assign).float().mean()
-        values = {k: float(v.detach()) for k, v in terms.items()}
         values.update(
             lr=sched.learning_rate(step),
             wd=sched.wd(step),
             momentum=m,
             teacher_temp=t_temp,
             teacher_patch_temp=tp_temp,
-            mask_ratio=float(masks.float().mean()),
-            agreement=float(agreement),
         )
         return StepResult(values, t_assign[:b].cpu())
 
