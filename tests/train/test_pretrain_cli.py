@@ -97,6 +97,18 @@ def test_short_run_then_resume_from_the_command_line(tmp_path, capsys):
     assert load_checkpoint(out / "checkpoint.pth")["step"] == 5
 
 
+def test_resume_from_a_named_checkpoint_into_another_folder(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["pretrain", *TINY, "--output-dir", str(first), "--epochs", "1",
+                 "--max-steps", "3", "--no-knn"]) == 0
+    assert main(["pretrain", *TINY, "--output-dir", str(second), "--epochs", "1", "--no-knn",
+                 "--resume", str(first / "checkpoint.pth")]) == 0
+    assert "resuming at step 3" in capsys.readouterr().out
+    assert load_checkpoint(second / "checkpoint.pth")["step"] == 5
+    assert main(["pretrain", *TINY, "--output-dir", str(second), "--no-knn",
+                 "--resume", str(tmp_path / "nope.pth")]) == 2
+
+
 def test_every_shipped_config_loads():
     names = shipped_config_names()
     assert "fashion_mnist_vit_mini" in names and "imagenet20_vit_small_thesis" in names

@@ -61,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override any config field, e.g. --set optim.warmup_epochs=1",
     )
     p.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue from this checkpoint (default: OUTPUT_DIR/checkpoint.pth when present)",
+    )
+    p.add_argument(
         "--no-resume",
         action="store_true",
         help="refuse to reuse an output dir that holds a checkpoint (default: resume it)",
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from mimkit.train.engine import NonFiniteLossError, Pretrainer
 
     cfg = load_config(args.config, collect_overrides(args))
-    trainer = Pretrainer(cfg, resume=not args.no_resume)
+    trainer = Pretrainer(cfg, resume=not args.no_resume, resume_from=args.resume)
     main = trainer.dist.is_main
     try:
         if main:

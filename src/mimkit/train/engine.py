@@ -134,8 +134,14 @@ class StepResult:
 
 
 class Pretrainer:
-    def __init__(self, cfg: PretrainConfig, resume: bool = True) -> None:
+    def __init__(
+        self, cfg: PretrainConfig, resume: bool = True, resume_from: str | Path | None = None
+    ) -> None:
+        """``resume``: continue from ``output_dir/checkpoint.pth`` when there is one (else
+        refuse to overwrite it); ``resume_from``: continue from that checkpoint file instead."""
         validate_config(cfg)
+        if resume_from is not None and not Path(resume_from).is_file():
+            raise CheckpointError(f"checkpoint {resume_from} to resume from does not exist")
         self.cfg = cfg
         self.dist: DistInfo = init_distributed(
             "cuda"
@@ -150,14 +156,16 @@ class Pretrainer:
             torch.set_num_threads(cfg.run.threads)
         self.out = Path(cfg.run.output_dir)
         existing = ckpt.latest_checkpoint(self.out)
-        if existing is not None and not resume:
+        if existing is not None and not resume and resume_from is None:
             raise ConfigError(
                 f"{existing} exists; resume it (drop --no-resume) or choose another --output-dir"
             )
         self._build_data()
         self._build_models()
         self.start_step = 0
-        if existing is not None:
+        if resume_from is not None:
+            self._load(Path(resume_from))
+        elif existing is not None:
             self._load(existing)
         self.logger = RunLogger(self.out, self.dist.is_main, cfg.run.tensorboard)
         self.logger.truncate_after(self.start_step)
@@ -544,8 +552,10 @@ class Pretrainer:
         return {key: float(v) for key, v in result.items()}
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = True) -> dict[str, Any]:
-    trainer = Pretrainer(cfg, resume=resume)
+def pretrain(
+    cfg: PretrainConfig, resume: bool = True, resume_from: str | Path | None = None
+) -> dict[str, Any]:
+    trainer = Pretrainer(cfg, resume=resume, resume_from=resume_from)
     try:
         result = trainer.fit()
         result["output_dir"] = str(trainer.out)
