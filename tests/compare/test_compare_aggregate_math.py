@@ -90,3 +90,10 @@ def test_rows_from_eval_json_state():
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["knn_top1_k10"] == 70.0 and rows[1]["linear_top1"] == 75.0
     assert "linear_top1" not in rows[0] and rows[0]["knn_top5_k10"] == 85.0
+
+
+def test_summary_table_shows_strategy_overrides():
+    groups = summarize(ROWS, [("B", 3)], [10], linear=False, masks={"B": "high; loss.lambda3=0.5"})
+    assert "| B | `high` + loss.lambda3=0.5 | 1 | 40.0 | 100 |" in summary_table(
+        groups, [10], linear=False, multi=False
+    )

@@ -42,7 +42,7 @@ def result_columns(ks: Sequence[int], linear: bool) -> list[str]:
         cols += [knn_col(k), knn_col(k, "top5")]
     if linear:
         cols += ["linear_top1", "linear_top5"]
-    return cols + ["loss", "images_per_s"]
+    return cols + ["loss", "images_per_s", "run_images_per_s"]
 
 
 def collect_rows(runs: Sequence[RunSpec], ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -76,7 +76,8 @@ def rows_from_state(
             row["linear_top1"] = lin.get("top1")
             row["linear_top5"] = lin.get("top5")
         row["loss"] = e.get("loss")
-        row["images_per_s"] = e.get("images_per_s")
+        row["images_per_s"] = e.get("images_per_s")  # that epoch's training speed
+        row["run_images_per_s"] = state.get("images_per_s")  # mean over the run's epochs
         rows.append(row)
     return rows
 
@@ -105,7 +106,7 @@ def summarize(
     planned: dict[tuple[str, int], int] | None = None,
 ) -> list[Group]:
     """Per (strategy, budget), in ``order``: mean ± std over seeds at the final epoch."""
-    metrics = [knn_col(k) for k in ks] + (["linear_top1"] if linear else []) + ["images_per_s"]
+    metrics = [knn_col(k) for k in ks] + (["linear_top1"] if linear else [])
     groups = []
     for strategy, epochs in order:
         final = [
@@ -122,6 +123,13 @@ def summarize(
         )
         for m in metrics:
             g.stats[m] = mean_std(r.get(m) for r in final)
+        # Training speed: each run's mean over its epochs (one epoch's value is noisy).
+        g.stats["images_per_s"] = mean_std(
+            r["run_images_per_s"]
+            if r.get("run_images_per_s") is not None
+            else r.get("images_per_s")
+            for r in final
+        )
         groups.append(g)
     return groups
 
@@ -202,7 +210,9 @@ def summary_table(groups: Sequence[Group], ks: Sequence[int], linear: bool, mult
         seeds = str(len(g.seeds))
         if g.planned_seeds and g.planned_seeds != len(g.seeds):
             seeds += f" of {g.planned_seeds}"
-        cells = [g.label(multi), f"`{g.mask}`" if g.mask else "", seeds]
+        mask, _, extra = g.mask.partition("; ")
+        cells = [g.label(multi), (f"`{mask}`" if mask else "") + (f" + {extra}" if extra else "")]
+        cells.append(seeds)
         cells += [fmt_mean_std(g.stats[knn_col(k)]) for k in ks]
         if linear:
             cells.append(fmt_mean_std(g.stats["linear_top1"]))

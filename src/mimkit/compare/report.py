@@ -38,6 +38,13 @@ def _order(runs: Sequence[RunSpec]) -> list[tuple[str, int]]:
     return seen
 
 
+def describe(run: RunSpec) -> str:
+    """The run's masks, and the strategy's own overrides (``loss.lambda3=0.5``)."""
+    text = " ".join(run.config.masking.strategies)
+    extra = [f"{k}={v}" for k, v in run.strategy.overrides if k != "masking.strategies"]
+    return text + (f"; {', '.join(extra)}" if extra else "")
+
+
 def write_report(
     cc: CompareConfig, runs: Sequence[RunSpec], out: str | Path, notes: Sequence[str] = ()
 ) -> Report:
@@ -46,7 +53,7 @@ def write_report(
     ev = cc.eval
     rows = collect_rows(runs, ev.knn_ks)
     order = _order(runs)
-    masks = {r.strategy.name: " ".join(r.config.masking.strategies) for r in runs}
+    masks = {r.strategy.name: describe(r) for r in runs}
     planned: dict[tuple[str, int], int] = {}
     for r in runs:
         planned[(r.strategy.name, r.epochs)] = planned.get((r.strategy.name, r.epochs), 0) + 1
