@@ -8,7 +8,7 @@ from pathlib import Path
 from mimkit.commands.argtypes import open_unit_float, positive_int
 from mimkit.errors import ConfigError
 
-DEFAULT_ARCH = "vit_mini"  # the main config, fashion_mnist_vit_mini: 32 px, 4 px patches
+MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,7 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     m.add_argument("--checkpoint-key", default="teacher", help="teacher (default) or student")
     m.add_argument(
-        "--arch", choices=sorted(PRESETS), help=f"preset ViT size (random weights: {DEFAULT_ARCH})"
+        "--arch",
+        choices=sorted(PRESETS),
+        help=f"preset ViT size (random weights: the model of {MAIN_CONFIG})",
     )
     m.add_argument("--img-size", type=positive_int, help="model image size")
     m.add_argument("--patch-size", type=positive_int, help="patch size")
@@ -137,8 +139,14 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
         if args.interpolate_pos_embed:
             raise ConfigError("--interpolate-pos-embed needs a --checkpoint")
         torch.manual_seed(args.seed)
-        model = build_vit(args.arch or DEFAULT_ARCH, args.img_size, args.patch_size)
-        return model, f"random weights ({args.arch or DEFAULT_ARCH}, seed {args.seed})"
+        arch, size, patch = args.arch, args.img_size, args.patch_size
+        if arch is None:
+            from mimkit.config import load_config
+
+            main = load_config(MAIN_CONFIG).model
+            arch, size, patch = main.arch, size or main.img_size, patch or main.patch_size
+        model = build_vit(arch, size, patch)
+        return model, f"random weights ({arch}, seed {args.seed})"
     from mimkit.weights import load_pretrained
 
     model, _, notes = load_pretrained(
