@@ -90,7 +90,7 @@ def main() -> None:
         ]
         crops = [c.to(device) for c in crops]
         times: dict[str, list[float]] = {s: [] for s in trainers}
-        for s, t in trainers.items():
+        for t in trainers.values():
             for step in range(args.warmup):
                 t.train_step(crops, step)
         # Interleave strategies round by round so that drifts in machine load hit all alike.
