@@ -20,6 +20,8 @@ TINY = [
     "vit_nano",
     "--img-size",
     "16",
+    "--patch-size",
+    "4",
     "--local-crops",
     "1",
     "--set",
