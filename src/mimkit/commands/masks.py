@@ -7,12 +7,12 @@ from pathlib import Path
 
 from mimkit.commands.argtypes import open_unit_float, positive_int
 from mimkit.errors import ConfigError
+from mimkit.evaluate.prepare import add_model_args
 
 MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from mimkit.models import PRESETS
     from mimkit.viz.masks import DEFAULT_STRATEGIES
 
     p = subparsers.add_parser(
@@ -29,20 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument(
         "--checkpoint", help="mimkit checkpoint, DINO/iBOT file, state dict, safetensors"
     )
-    m.add_argument("--checkpoint-key", default="teacher", help="teacher (default) or student")
-    m.add_argument(
-        "--arch",
-        choices=sorted(PRESETS),
-        help=f"preset ViT size (random weights: the model of {MAIN_CONFIG})",
-    )
-    m.add_argument("--img-size", type=positive_int, help="model image size")
-    m.add_argument("--patch-size", type=positive_int, help="patch size")
-    m.add_argument("--num-heads", type=positive_int, help="attention heads (if not a preset)")
-    m.add_argument(
-        "--interpolate-pos-embed",
-        action="store_true",
-        help="resize a pos_embed made for another image size (bicubic)",
-    )
+    add_model_args(m, arch_help=f"preset ViT size (random weights: the model of {MAIN_CONFIG})")
     src = p.add_argument_group("images").add_mutually_exclusive_group()
     src.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER", help="image files/folders")
     src.add_argument("--data", help="data spec to sample from (default: embedded)")

@@ -26,10 +26,14 @@ from mimkit.weights.io import build_backbone, load_backbone, load_backbone_state
 CACHE_VERSION = 1
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (needed only for files without a mimkit config)")
+def add_model_args(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    title: str = "model (needed only for files without a mimkit config)",
+    arch_help: str = "preset ViT size",
+) -> None:
+    g = p.add_argument_group(title) if isinstance(p, argparse.ArgumentParser) else p
     g.add_argument("--checkpoint-key", default="teacher", help="teacher (default) or student")
-    g.add_argument("--arch", choices=sorted(PRESETS), help="preset ViT size")
+    g.add_argument("--arch", choices=sorted(PRESETS), help=arch_help)
     g.add_argument("--img-size", type=positive_int, help="model image size")
     g.add_argument("--patch-size", type=positive_int, help="patch size")
     g.add_argument("--num-heads", type=positive_int, help="attention heads (if not a preset)")
