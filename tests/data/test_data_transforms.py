@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -9,7 +10,7 @@ from mimkit.data import (
     eval_transform,
     train_eval_transform,
 )
-from mimkit.data.transforms import blur_kernel_size
+from mimkit.data.transforms import RandomGaussianBlur, blur_sigma
 
 
 @pytest.mark.parametrize(
@@ -25,12 +26,23 @@ def test_multicrop_counts_and_sizes(src, g, loc, ng, nl):
     assert [tuple(c.shape) for c in crops] == [(3, g, g)] * ng + [(3, loc, loc)] * nl
 
 
-def test_blur_kernel_scales():
-    assert blur_kernel_size(32) == 3 and blur_kernel_size(16) == 3
-    assert blur_kernel_size(96) == 11 and blur_kernel_size(224) == 23
-    assert all(blur_kernel_size(s) % 2 == 1 for s in range(8, 300))
-    t = MultiCropTransform(32, 16, num_local=1)
-    assert t.global1.transforms[-2].transforms[0].kernel_size == (3, 3)
+def test_blur_sigma_scales_with_the_crop():
+    assert blur_sigma(224) == pytest.approx((0.1, 2.0))
+    assert blur_sigma(96)[1] == pytest.approx(2.0 * 96 / 224)
+    assert blur_sigma(28)[1] == 0.5 and blur_sigma(28)[0] == pytest.approx(0.0125)
+
+
+def test_blur_is_seeded_and_blurs():
+    img = Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 2 * 255).astype(np.uint8))
+    blur = RandomGaussianBlur(1.0, (1.0, 1.0))
+    out = np.asarray(blur(img), dtype=float)
+    assert out.std() < np.asarray(img, dtype=float).std() / 2  # a checkerboard is smoothed
+    torch.manual_seed(3)
+    a = np.asarray(RandomGaussianBlur(0.5, (0.1, 2.0))(img))
+    torch.manual_seed(3)
+    b = np.asarray(RandomGaussianBlur(0.5, (0.1, 2.0))(img))
+    assert np.array_equal(a, b)
+    assert RandomGaussianBlur(0.0, (1.0, 1.0))(img) is img
 
 
 def test_eval_transforms():

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -39,14 +40,37 @@ def default_normalization(spec: str | None = "embedded") -> Stats:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def blur_kernel_size(crop_size: int) -> int:
-    """Odd Gaussian-blur kernel about 10% of the crop size (3 for 32 px, 23 for 224 px)."""
-    k = max(3, int(round(0.1 * crop_size)))
-    return k if k % 2 else k + 1
+def blur_sigma(crop_size: int) -> tuple[float, float]:
+    """DINO's blur sigma range, (0.1, 2.0) px at 224 px, scaled with the crop size; the upper
+    end stays at least 0.5 px so that small crops still get a visible blur."""
+    scale = crop_size / 224
+    return 0.1 * scale, max(0.5, 2.0 * scale)
 
 
-def _blur(size: int, p: float) -> T.RandomApply:
-    return T.RandomApply([T.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=p)
+class RandomGaussianBlur:
+    """Gaussian blur with probability ``p`` and a sigma drawn uniformly from ``sigma``.
+
+    Blurs with PIL's filter, as DINO does: torchvision's tensor blur is a conv2d per call,
+    which made the blur most of the data loader's time on small crops. Draws from torch's RNG
+    so that per-sample seeding makes it reproducible.
+    """
+
+    def __init__(self, p: float, sigma: tuple[float, float]) -> None:
+        self.p, self.sigma = p, sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if torch.rand(()) >= self.p:
+            return img
+        lo, hi = self.sigma
+        radius = lo + (hi - lo) * float(torch.rand(()))
+        return img.filter(ImageFilter.GaussianBlur(radius=radius))
+
+    def __repr__(self) -> str:
+        return f"RandomGaussianBlur(p={self.p}, sigma={self.sigma})"
+
+
+def _blur(size: int, p: float) -> RandomGaussianBlur:
+    return RandomGaussianBlur(p, blur_sigma(size))
 
 
 def _flip_jitter_gray() -> list:
@@ -66,7 +90,7 @@ class MultiCropTransform:
 
     Global crop 1: RandomResizedCrop (bicubic), flip, colour jitter (p .8), grayscale (p .2),
     blur (p 1). Global crops 2..g: same with blur p .1 and solarize p .2. Local crops: smaller
-    RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur kernels scale with crop size.
+    RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur sigmas scale with crop size.
     """
 
     def __init__(
