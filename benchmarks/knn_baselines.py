@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--config", default="fashion_mnist_vit_mini")
     p.add_argument("--checkpoint", nargs="*", default=[])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints-only", action="store_true", help="skip pixels and random")
     p.add_argument("--linear-epochs", type=int, default=100, help="0 skips the linear probe")
     args = p.parse_args()
     cfg = load_config(args.config)
@@ -46,8 +47,9 @@ def main() -> None:
     y_tr = torch.tensor([train[i][1] for i in range(len(train))])
     x_va = torch.stack([val[i][0] for i in range(len(val))]).flatten(1)
     y_va = torch.tensor([val[i][1] for i in range(len(val))])
-    rows.append(("raw pixels", f"{x_tr.shape[1]}-d", knn_evaluate(x_tr, y_tr, x_va, y_va, KS)))
-    probe("raw pixels", f"{x_tr.shape[1]}-d", x_tr, y_tr, x_va, y_va)
+    if not args.checkpoints_only:
+        rows.append(("raw pixels", f"{x_tr.shape[1]}-d", knn_evaluate(x_tr, y_tr, x_va, y_va, KS)))
+        probe("raw pixels", f"{x_tr.shape[1]}-d", x_tr, y_tr, x_va, y_va)
 
     torch.manual_seed(args.seed)
     models = [
