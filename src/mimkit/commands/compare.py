@@ -8,18 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from mimkit.commands.argtypes import positive_int
 from mimkit.config import parse_override
 from mimkit.errors import ConfigError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--nproc-per-node",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="processes per run with --launcher torchrun (default 1)",
     )
