@@ -52,9 +52,10 @@ def main() -> None:
         probe("raw pixels", f"{x_tr.shape[1]}-d", x_tr, y_tr, x_va, y_va)
 
     torch.manual_seed(args.seed)
-    models = [
-        ("random-init " + cfg.model.arch, build_vit(cfg.model.arch, size, cfg.model.patch_size))
-    ]
+    models = []
+    if not args.checkpoints_only:
+        random_vit = build_vit(cfg.model.arch, size, cfg.model.patch_size)
+        models.append((f"random-init {cfg.model.arch}", random_vit))
     models += [(f"pretrained {path}", load_pretrained(path)[0]) for path in args.checkpoint]
     for name, model in models:
         for mode in ("cls", "cls+avgpool"):
