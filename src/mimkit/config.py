@@ -45,6 +45,13 @@ class DataConfig:
     global_scale: tuple[float, float] = (0.25, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.25)
     on_bad_image: str = "skip"
+    # Augmentations (DINO's by default): see mimkit.data.Augmentations.
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8
+    jitter_strength: float = 1.0
+    grayscale_prob: float = 0.2
+    blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    solarize_prob: float = 0.2
 
 
 @dataclass

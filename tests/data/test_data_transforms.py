@@ -58,3 +58,37 @@ def test_default_normalization():
     assert default_normalization("embedded")[0] == (0.286,) * 3
     assert default_normalization("fashion-mnist:/x")[1] == (0.353,) * 3
     assert default_normalization("/data/imagenet")[0] == IMAGENET_MEAN
+
+
+def _checker(size: int = 28) -> Image.Image:
+    arr = (np.indices((size, size)).sum(0) % 2 * 200 + 20).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def test_augmentations_off_leave_only_crop_and_normalise():
+    from mimkit.data import Augmentations
+
+    off = Augmentations(
+        flip_prob=0, jitter_prob=0, grayscale_prob=0, blur_prob=(0, 0, 0), solarize_prob=0
+    )
+    t = MultiCropTransform(
+        28, 14, 2, 0, global_scale=(1, 1), mean=(0, 0, 0), std=(1, 1, 1), augment=off
+    )
+    img = _checker()
+    ref = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+    for _ in range(5):  # full-image crops, nothing else: every crop is the image itself
+        for crop in t(img):
+            assert torch.allclose(crop, ref, atol=1e-6)
+
+
+def test_solarize_probability_one_inverts_bright_pixels_of_the_second_crop():
+    from mimkit.data import Augmentations
+
+    aug = Augmentations(
+        flip_prob=0, jitter_prob=0, grayscale_prob=0, blur_prob=(0, 0, 0), solarize_prob=1
+    )
+    t = MultiCropTransform(
+        28, 14, 2, 0, global_scale=(1, 1), mean=(0, 0, 0), std=(1, 1, 1), augment=aug
+    )
+    first, second = t(_checker())
+    assert first.max() > 0.7 and second.max() < 0.2  # 200 -> 55 after solarising at 128

@@ -22,6 +22,7 @@ from mimkit.data.idx import read_idx, write_idx
 from mimkit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Augmentations,
     MultiCropTransform,
     default_normalization,
     eval_transform,
@@ -42,6 +43,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Augmentations",
     "CifarDataset",
     "EmbeddedFashionMNIST",
     "IdxDataset",

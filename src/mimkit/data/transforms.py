@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ class RandomGaussianBlur:
         self.p, self.sigma = p, sigma
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        if self.p <= 0:
+            return img
         if torch.rand(()) >= self.p:
             return img
         lo, hi = self.sigma
@@ -73,12 +76,31 @@ def _blur(size: int, p: float) -> RandomGaussianBlur:
     return RandomGaussianBlur(p, blur_sigma(size))
 
 
-def _flip_jitter_gray() -> list:
-    return [
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-    ]
+@dataclass(frozen=True)
+class Augmentations:
+    """Probabilities and strengths of the multi-crop augmentations (DINO's by default).
+
+    ``blur_prob`` is (global crop 1, global crops 2..g, local crops); solarisation applies to
+    global crops 2..g. ``jitter_strength`` scales DINO's colour jitter (brightness 0.4,
+    contrast 0.4, saturation 0.2, hue 0.1); 0 turns the jitter off.
+    """
+
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8
+    jitter_strength: float = 1.0
+    grayscale_prob: float = 0.2
+    blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    solarize_prob: float = 0.2
+
+    def photometric(self) -> list:
+        s = self.jitter_strength
+        ops: list = [T.RandomHorizontalFlip(self.flip_prob)]
+        if s > 0 and self.jitter_prob > 0:
+            jitter = T.ColorJitter(0.4 * s, 0.4 * s, 0.2 * s, min(0.5, 0.1 * s))
+            ops.append(T.RandomApply([jitter], p=self.jitter_prob))
+        if self.grayscale_prob > 0:
+            ops.append(T.RandomGrayscale(p=self.grayscale_prob))
+        return ops
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
@@ -88,9 +110,10 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
 class MultiCropTransform:
     """PIL image -> list of ``num_global`` global crops then ``num_local`` local crops (tensors).
 
-    Global crop 1: RandomResizedCrop (bicubic), flip, colour jitter (p .8), grayscale (p .2),
-    blur (p 1). Global crops 2..g: same with blur p .1 and solarize p .2. Local crops: smaller
-    RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur sigmas scale with crop size.
+    Global crop 1: RandomResizedCrop (bicubic), flip, colour jitter, grayscale, blur (p 1 by
+    default). Global crops 2..g: the same with blur p .1 and solarize p .2. Local crops: a
+    smaller RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur sigmas scale with the
+    crop size; ``augment`` sets every probability and the jitter strength.
     """
 
     def __init__(
@@ -103,6 +126,7 @@ class MultiCropTransform:
         local_scale: tuple[float, float] = (0.05, 0.25),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        augment: Augmentations | None = None,
     ):
         if num_global < 1 or num_local < 0:
             raise ValueError(
@@ -116,20 +140,24 @@ class MultiCropTransform:
         def rrc(size, scale):
             return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic)
 
+        aug = augment or Augmentations()
+        self.augment = aug
+        blur1, blur2, blur_local = aug.blur_prob
+        solarize = [T.RandomSolarize(128, p=aug.solarize_prob)] if aug.solarize_prob > 0 else []
         self.global1 = T.Compose(
-            [rrc(global_size, global_scale), *_flip_jitter_gray(), _blur(global_size, 1.0), norm]
+            [rrc(global_size, global_scale), *aug.photometric(), _blur(global_size, blur1), norm]
         )
         self.global2 = T.Compose(
             [
                 rrc(global_size, global_scale),
-                *_flip_jitter_gray(),
-                _blur(global_size, 0.1),
-                T.RandomSolarize(128, p=0.2),
+                *aug.photometric(),
+                _blur(global_size, blur2),
+                *solarize,
                 norm,
             ]
         )
         self.local = T.Compose(
-            [rrc(local_size, local_scale), *_flip_jitter_gray(), _blur(local_size, 0.5), norm]
+            [rrc(local_size, local_scale), *aug.photometric(), _blur(local_size, blur_local), norm]
         )
 
     def __call__(self, img) -> list[torch.Tensor]:

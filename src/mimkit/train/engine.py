@@ -98,6 +98,11 @@ def validate_config(cfg: PretrainConfig) -> None:
     for name, (lo, hi) in (("global_scale", d.global_scale), ("local_scale", d.local_scale)):
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"data.{name} must satisfy 0 < min <= max <= 1, got {lo}, {hi}")
+    probs = (d.flip_prob, d.jitter_prob, d.grayscale_prob, d.solarize_prob, *d.blur_prob)
+    if not all(0 <= p <= 1 for p in probs):
+        raise ConfigError("data augmentation probabilities must lie in [0, 1]")
+    if not 0 <= d.jitter_strength <= 5:
+        raise ConfigError(f"data.jitter_strength must lie in [0, 5], got {d.jitter_strength}")
     if o.epochs < 1 or o.batch_size < 1:
         raise ConfigError("optim.epochs and optim.batch_size must be at least 1")
     if d.on_bad_image not in ("skip", "error"):
@@ -174,6 +179,7 @@ class Pretrainer:
     # -- construction -------------------------------------------------------------------
     def _build_data(self) -> None:
         from mimkit.data import (
+            Augmentations,
             MultiCropTransform,
             build_dataset,
             check_images,
@@ -195,6 +201,14 @@ class Pretrainer:
             local_scale=tuple(d.local_scale),
             mean=mean,
             std=std,
+            augment=Augmentations(
+                flip_prob=d.flip_prob,
+                jitter_prob=d.jitter_prob,
+                jitter_strength=d.jitter_strength,
+                grayscale_prob=d.grayscale_prob,
+                blur_prob=tuple(d.blur_prob),
+                solarize_prob=d.solarize_prob,
+            ),
         )
         self.views = SeededViews(self.dataset, transform, cfg.run.seed)
         try:
