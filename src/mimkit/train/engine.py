@@ -41,6 +41,8 @@ from mimkit.train.optim import build_optimizer, set_hyperparameters
 from mimkit.train.sampling import EpochSampler, SeededViews, mix_seed
 from mimkit.train.schedules import Schedules
 
+MASK_STREAM = 1  # mixed into the mask generator's seed: a stream apart from torch's global one
+
 
 class NonFiniteLossError(MimkitError):
     """The loss became NaN or infinite; the last good state was saved."""
@@ -345,9 +347,10 @@ class Pretrainer:
         sched = self.schedules
         set_hyperparameters(self.optimizer, sched.learning_rate(step), sched.wd(step))
         # Every step draws from streams seeded by (seed, step, rank): exact resume anywhere.
-        step_seed = mix_seed(cfg.run.seed, step, self.dist.rank)
-        torch.manual_seed(step_seed)
-        self.mask_rng.manual_seed(step_seed)
+        # Masks draw from their own stream, never from torch's global one (drop path): runs
+        # of different strategies with the same seed then differ in their masks only.
+        torch.manual_seed(mix_seed(cfg.run.seed, step, self.dist.rank))
+        self.mask_rng.manual_seed(mix_seed(cfg.run.seed, step, self.dist.rank, MASK_STREAM))
 
         crops = [c.to(self.device, non_blocking=True) for c in crops]
         b = crops[0].shape[0]
