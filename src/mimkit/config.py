@@ -61,6 +61,7 @@ class MaskingConfig:
     ratio_per: str = "image"
     mask_prob: float = 0.5
     show_max: float = 0.1
+    start_epoch: float = 0.0  # no masks before this (fractional) epoch: iBOT's pred_start_epoch
 
 
 @dataclass

@@ -39,7 +39,7 @@ from mimkit.train.logging import RunLogger
 from mimkit.train.metrics import ari, nmi
 from mimkit.train.optim import build_optimizer, set_hyperparameters
 from mimkit.train.sampling import EpochSampler, SeededViews, mix_seed
-from mimkit.train.schedules import Schedules
+from mimkit.train.schedules import Schedules, masking_started
 
 MASK_STREAM = 1  # mixed into the mask generator's seed: a stream apart from torch's global one
 
@@ -111,6 +111,8 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError("data.on_bad_image must be 'skip' or 'error'")
     if cfg.run.amp not in ("auto", "bf16", "fp16", "none"):
         raise ConfigError("run.amp must be auto, bf16, fp16 or none")
+    if not (cfg.masking.start_epoch >= 0 and math.isfinite(cfg.masking.start_epoch)):
+        raise ConfigError(f"masking.start_epoch must be 0 or more, got {cfg.masking.start_epoch}")
     if cfg.loss.lambda3 > 0 and d.global_crops < 2:
         raise ConfigError("the contrastive term (lambda3 > 0) needs at least 2 global crops")
     if cfg.loss.lambda3 > 0 and not 1 <= cfg.loss.contrastive_k <= backbone.num_patches // 2:
@@ -342,6 +344,17 @@ class Pretrainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _masks(self, readout: Any, batch: int, step: int) -> Tensor:
+        """``[G*B, N]`` masks; none before ``masking.start_epoch``, like iBOT's pred_start_epoch
+        (its patch term is then 0: it averages over masked patches only)."""
+        start = self.cfg.masking.start_epoch
+        if not masking_started(step, self.steps_per_epoch, start):
+            n = self.grid * self.grid
+            g = self.cfg.data.global_crops
+            return torch.zeros(g * batch, n, dtype=torch.bool, device=self.device)
+        masks = self.masker.generate(readout, batch, self.grid, self.mask_rng, self.device)
+        return torch.cat(masks).flatten(1)
+
     def train_step(self, crops: list[Tensor], step: int) -> StepResult:
         cfg, g = self.cfg, self.cfg.data.global_crops
         sched = self.schedules
@@ -361,11 +374,7 @@ class Pretrainer:
         with self._autocast():
             with torch.no_grad():
                 teacher_out = self.teacher(global_views, request=self.request)
-            masks = torch.cat(
-                self.masker.generate(
-                    teacher_out.readout, b, self.grid, generator=self.mask_rng, device=self.device
-                )
-            ).flatten(1)
+            masks = self._masks(teacher_out.readout, b, step)
             s_cls, s_patch, s_embed = self.student_views(global_views, masks, local_views)
             assert teacher_out.patch_logits is not None
             terms = self.loss(

@@ -23,6 +23,13 @@ def linear_warmup(epoch: float, warmup_epochs: float, start: float, end: float) 
     return start + (end - start) * epoch / warmup_epochs
 
 
+def masking_started(step: int, steps_per_epoch: int, start_epoch: float) -> bool:
+    """Whether step ``step`` draws masks: from epoch ``start_epoch`` on (iBOT's
+    ``pred_start_epoch``). A fractional start counts in steps: masks begin at the first step
+    ``s`` with ``s / steps_per_epoch >= start_epoch``; an integer start is an epoch boundary."""
+    return step >= math.ceil(start_epoch * steps_per_epoch - 1e-9)
+
+
 @dataclass(frozen=True)
 class Schedules:
     steps_per_epoch: int
