@@ -19,7 +19,8 @@ import time
 import torch
 
 from mimkit.config import load_config
-from mimkit.train.engine import Pretrainer
+from mimkit.train.loop import TrainLoop
+from mimkit.train.pretrain import build_pretraining
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def build(args: argparse.Namespace, strategy: str, out: str) -> Pretrainer:
+def build(args: argparse.Namespace, strategy: str, out: str) -> TrainLoop:
     overrides = [
         ("model.arch", args.arch),
         ("model.img_size", args.img_size),
@@ -62,7 +63,7 @@ def build(args: argparse.Namespace, strategy: str, out: str) -> Pretrainer:
     ]
     if args.out_dim:
         overrides += [("model.out_dim", args.out_dim), ("model.patch_out_dim", args.out_dim)]
-    return Pretrainer(load_config("fashion_mnist_vit_mini", overrides))
+    return build_pretraining(load_config("fashion_mnist_vit_mini", overrides))
 
 
 def sync(device: torch.device) -> None:
@@ -75,7 +76,7 @@ def main() -> None:
     if args.quick:
         args.arch, args.img_size, args.batch_size, args.local_crop_size = "vit_nano", 16, 8, 8
         args.steps, args.warmup, args.rounds = 2, 1, 1
-    trainers: dict[str, Pretrainer] = {}
+    trainers: dict[str, TrainLoop] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, s in enumerate(args.strategies):
             trainers[s] = build(args, s, f"{tmp}/{i}")

@@ -9,20 +9,19 @@ from pathlib import Path
 from compare_fixtures import tiny_compare
 
 import mimkit.compare.runner as runner
-import mimkit.train.engine as engine
+import mimkit.train.pretrain as pretrain
 from mimkit.cli import main
 
 
 def _count_pretrainers(monkeypatch) -> list[str]:
     made: list[str] = []
-    real = engine.Pretrainer
+    real = pretrain.build_pretraining
 
-    class Counting(real):  # type: ignore[misc, valid-type]
-        def __init__(self, cfg, *a, **kw):
-            made.append(cfg.run.output_dir)
-            super().__init__(cfg, *a, **kw)
+    def counting(cfg, *a, **kw):
+        made.append(cfg.run.output_dir)
+        return real(cfg, *a, **kw)
 
-    monkeypatch.setattr(engine, "Pretrainer", Counting)
+    monkeypatch.setattr(pretrain, "build_pretraining", counting)
     return made
 
 
@@ -104,7 +103,7 @@ def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monke
 
         calls.append(cmd)
         config = Path(cmd[cmd.index("--config") + 1])
-        engine.pretrain(load_config(str(config)))
+        pretrain.run_pretraining(load_config(str(config)))
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)

@@ -143,11 +143,11 @@ def test_stable_at_low_temperature():
 
 
 def test_pretrain_logs_contrastive_term(tmp_path):
-    from mimkit.train.engine import pretrain
+    from mimkit.train.pretrain import run_pretraining
 
     tiny_config = _train_conftest().tiny_config
     cfg = tiny_config(tmp_path / "run", **{"loss.lambda3": 0.5, "run.max_steps": 2})
-    pretrain(cfg)
+    run_pretraining(cfg)
     steps = read_log(tmp_path / "run", "step")
     assert steps, "no step records"
     assert all("contrastive" in r for r in steps)

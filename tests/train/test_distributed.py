@@ -17,18 +17,19 @@ SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     sys.path.insert(0, {tests!r})
     from conftest import tiny_config
-    from mimkit.train.engine import Pretrainer
+    from mimkit.train.pretrain import build_pretraining
 
     cfg = tiny_config({out!r}, **{{"run.max_steps": 3, "data.subset": 8}})
-    trainer = Pretrainer(cfg)
-    result = trainer.fit()
+    loop = build_pretraining(cfg)
+    result = vars(loop.fit())
+    trainer = loop.method
     flat = lambda m: torch.cat([p.detach().flatten() for p in m.state_dict().values()
                                 if p.is_floating_point()])
     mine = torch.stack([flat(trainer.student).sum(), flat(trainer.teacher).sum(),
                         flat(trainer.student).abs().sum(), trainer.loss.center.sum()])
     gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, mine)
-    first = next(iter(trainer.sampler))
+    first = next(iter(loop.data.sampler))
     firsts = [None] * dist.get_world_size()
     dist.all_gather_object(firsts, first)
     if dist.get_rank() == 0:

@@ -8,9 +8,10 @@ import torch
 from mimkit.config import load_config
 from mimkit.errors import ConfigError
 from mimkit.losses import IBOTLoss
-from mimkit.train.engine import Pretrainer, pretrain, validate_config
 from mimkit.train.logging import read_log
+from mimkit.train.pretrain import build_pretraining, run_pretraining
 from mimkit.train.schedules import masking_started
+from mimkit.validation import validate_config
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,8 @@ def test_masks_begin_at_the_first_step_of_the_start_epoch(start, steps_per_epoch
 def test_no_masks_and_a_zero_patch_term_before_start_epoch(make_config):
     # 5 steps per epoch; masks start with the second epoch (step index 5, logged as step 6).
     cfg = make_config(**{"masking.start_epoch": 1.0, "run.max_steps": 7})
-    trainer = Pretrainer(cfg)
+    loop = build_pretraining(cfg)
+    trainer = loop.method
     drawn: list[int] = []
     real_generate = trainer.masker.generate
 
@@ -36,8 +38,8 @@ def test_no_masks_and_a_zero_patch_term_before_start_epoch(make_config):
         return real_generate(*args, **kwargs)
 
     trainer.masker.generate = counting  # type: ignore[method-assign]
-    trainer.fit()
-    trainer.logger.close()
+    loop.fit()
+    loop.close()
     rows = read_log(cfg.run.output_dir, "step")
     assert [r["step"] for r in rows] == list(range(1, 8))
     for r in rows[:5]:
@@ -49,7 +51,7 @@ def test_no_masks_and_a_zero_patch_term_before_start_epoch(make_config):
 
 def test_start_epoch_zero_masks_from_the_first_step(make_config):
     cfg = make_config(**{"run.max_steps": 1})
-    pretrain(cfg)
+    run_pretraining(cfg)
     assert read_log(cfg.run.output_dir, "step")[0]["mask_ratio"] > 0
 
 

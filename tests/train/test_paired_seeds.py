@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mimkit.train.engine import Pretrainer
+from mimkit.train.pretrain import build_pretraining
 
 STRATEGIES = (["random"], ["block"], ["high@raw:-1"], ["hint@raw:-1"])
 
@@ -22,7 +22,8 @@ def _trace(make_config, name: str, strategies: list[str], seed: int = 3) -> dict
             "run.max_steps": 3,
         },
     )
-    trainer = Pretrainer(cfg)
+    loop = build_pretraining(cfg)
+    trainer = loop.method
     seen: dict = {"weights": {k: v.clone() for k, v in trainer.student.state_dict().items()}}
     seen.update(crops=[], masks=[], rng=[])
 
@@ -34,8 +35,8 @@ def _trace(make_config, name: str, strategies: list[str], seed: int = 3) -> dict
         seen["rng"].append(torch.get_rng_state())
 
     trainer.student_views.register_forward_pre_hook(student_inputs)
-    assert trainer.fit()["step"] == 3
-    trainer.logger.close()
+    assert loop.fit().step == 3
+    loop.close()
     return seen
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mimkit.train.checkpoint import load_checkpoint
-from mimkit.train.engine import NonFiniteLossError, Pretrainer, pretrain
 from mimkit.train.logging import read_log
+from mimkit.train.loop import NonFiniteLossError
+from mimkit.train.pretrain import build_pretraining, run_pretraining
 
 STRATEGY_FAMILIES = [
     ["random"],
@@ -28,8 +29,8 @@ STRATEGY_FAMILIES = [
 @pytest.mark.parametrize("strategies", STRATEGY_FAMILIES, ids=lambda s: " ".join(s))
 def test_every_strategy_family_trains(make_config, strategies):
     cfg = make_config(**{"masking.strategies": strategies, "run.max_steps": 2})
-    result = pretrain(cfg)
-    assert result["status"] == "max_steps" and result["step"] == 2
+    result = run_pretraining(cfg)
+    assert result.status == "max_steps" and result.step == 2
     steps = read_log(cfg.run.output_dir, "step")
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
@@ -44,23 +45,23 @@ def test_every_strategy_family_trains(make_config, strategies):
 
 def test_teacher_is_ema_of_student(make_config):
     cfg = make_config(**{"run.max_steps": 1, "optim.momentum_teacher": 0.5})
-    trainer = Pretrainer(cfg)
-    before_t = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    trainer.fit()
-    s, t = trainer.student.state_dict(), trainer.teacher.state_dict()
-    m = trainer.schedules.momentum(0)
+    loop = build_pretraining(cfg)
+    before_t = {k: v.clone() for k, v in loop.method.teacher.state_dict().items()}
+    loop.fit()
+    s, t = loop.method.student.state_dict(), loop.method.teacher.state_dict()
+    m = loop.schedules.momentum(0)
     key = "backbone.blocks.0.attn.qkv.weight"
     torch.testing.assert_close(t[key], m * before_t[key] + (1 - m) * s[key])
 
 
 def test_resume_replays_the_same_loss_curve(make_config):
     full = make_config("full")
-    pretrain(full)
+    run_pretraining(full)
     part = make_config("part", **{"run.max_steps": 3})  # stop mid-epoch
-    assert pretrain(part)["step"] == 3
+    assert run_pretraining(part).step == 3
     resumed = make_config("part")
-    result = pretrain(resumed)
-    assert result["status"] == "finished" and result["step"] == 10
+    result = run_pretraining(resumed)
+    assert result.status == "finished" and result.step == 10
     a = [r["loss"] for r in read_log(full.run.output_dir, "step")]
     b = [r["loss"] for r in read_log(resumed.run.output_dir, "step")]
     assert len(a) == len(b) == 10
@@ -73,8 +74,8 @@ def test_resume_replays_the_same_loss_curve(make_config):
 
 def test_non_finite_loss_stops_and_keeps_a_good_checkpoint(make_config, monkeypatch):
     cfg = make_config()
-    trainer = Pretrainer(cfg)
-    real_forward = trainer.loss.forward
+    loop = build_pretraining(cfg)
+    real_forward = loop.method.loss.forward
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -84,25 +85,25 @@ def test_non_finite_loss_stops_and_keeps_a_good_checkpoint(make_config, monkeypa
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(trainer.loss, "forward", flaky)
+    monkeypatch.setattr(loop.method.loss, "forward", flaky)
     with pytest.raises(NonFiniteLossError, match="step 2"):
-        trainer.fit()
+        loop.fit()
     state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
     # ... and it resumes from there.
-    again = Pretrainer(make_config(**{"run.max_steps": 4}))
+    again = build_pretraining(make_config(**{"run.max_steps": 4}))
     assert again.start_step == 2
-    assert again.fit()["step"] == 4
+    assert again.fit().step == 4
 
 
 def test_existing_checkpoint_is_not_overwritten_without_resume(make_config):
     from mimkit.errors import ConfigError
 
     cfg = make_config(**{"run.max_steps": 1})
-    pretrain(cfg)
+    run_pretraining(cfg)
     with pytest.raises(ConfigError, match="exists"):
-        Pretrainer(cfg, resume=False)
+        build_pretraining(cfg, resume=False)
 
 
 def test_init_from_exported_weights_and_refuse_a_mismatch(make_config, tmp_path):
@@ -110,12 +111,12 @@ def test_init_from_exported_weights_and_refuse_a_mismatch(make_config, tmp_path)
     from mimkit.weights import export_backbone
 
     first = make_config("first", **{"run.max_steps": 2})
-    pretrain(first)
+    run_pretraining(first)
     export = tmp_path / "teacher.safetensors"
     export_backbone(f"{first.run.output_dir}/checkpoint.pth", export)
     teacher = load_checkpoint(f"{first.run.output_dir}/checkpoint.pth")["teacher"]
 
-    second = Pretrainer(make_config("second", **{"run.init": str(export)}))
+    second = build_pretraining(make_config("second", **{"run.init": str(export)})).method
     for key, value in second.student.backbone.state_dict().items():
         if key != "masked_embed":  # not exported: it is iBOT-only, filled with zeros
             torch.testing.assert_close(value, teacher[f"backbone.{key}"])
@@ -123,4 +124,41 @@ def test_init_from_exported_weights_and_refuse_a_mismatch(make_config, tmp_path)
         second.teacher.backbone.pos_embed, second.student.backbone.pos_embed
     )
     with pytest.raises(CheckpointError, match="blocks.3|shape|missing|unexpected"):
-        Pretrainer(make_config("third", **{"run.init": str(export), "model.arch": "vit_micro"}))
+        build_pretraining(
+            make_config("third", **{"run.init": str(export), "model.arch": "vit_micro"})
+        )
+
+
+def test_checkpoints_keep_the_layout_of_earlier_versions(make_config):
+    """Checkpoints written before the loop / meta-architecture split had exactly these
+    entries and network key names; files from then must keep resuming."""
+    cfg = make_config(**{"run.max_steps": 2})
+    run_pretraining(cfg)
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    assert set(state) == {
+        "student",
+        "teacher",
+        "optimizer",
+        "loss",
+        "scaler",
+        "step",
+        "epoch",
+        "config",
+        "mimkit_version",
+    }
+    assert set(state["loss"]) == {"center", "center2"}
+    for net in ("student", "teacher"):
+        keys = set(state[net])
+        assert {k.split(".")[0] for k in keys} == {"backbone", "head"}
+        assert {
+            "backbone.cls_token",
+            "backbone.pos_embed",
+            "backbone.masked_embed",
+            "backbone.patch_embed.proj.weight",
+            "backbone.blocks.0.attn.qkv.weight",
+            "backbone.norm.weight",
+            "head.mlp.0.weight",
+            "head.last_layer.parametrizations.weight.original0",
+            "head.last_layer.parametrizations.weight.original1",
+        } <= keys
+    assert build_pretraining(make_config(**{"run.max_steps": 3})).start_step == 2

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mimkit.config import load_config, parse_override
+
+if TYPE_CHECKING:
+    from mimkit.train.loop import TrainLoop
 
 # flag -> config path; each is also settable as --set section.field=value
 FLAGS: dict[str, tuple[str, type, str]] = {
@@ -88,42 +90,39 @@ def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimkit.train.engine import NonFiniteLossError, Pretrainer
+    # Imported here: torch and the models load only when a command runs, not for --help.
+    from mimkit.train.pretrain import run_pretraining
 
     cfg = load_config(args.config, collect_overrides(args))
-    trainer = Pretrainer(cfg, resume=not args.no_resume, resume_from=args.resume)
-    main = trainer.dist.is_main
-    try:
-        if main:
+
+    def announce(loop: TrainLoop) -> None:
+        if loop.dist.is_main:
             print(
                 f"mimkit pretrain: {cfg.model.arch} {cfg.model.img_size}px/{cfg.model.patch_size}, "
                 f"masks {' '.join(cfg.masking.strategies)}, data {cfg.data.dataset} "
-                f"({len(trainer.dataset)} images), {trainer.steps_per_epoch} steps/epoch, "
-                f"device {trainer.device}, output {trainer.out}"
-                + (f", resuming at step {trainer.start_step}" if trainer.start_step else ""),
+                f"({len(loop.data.dataset)} images), {loop.steps_per_epoch} steps/epoch, "
+                f"device {loop.device}, output {loop.out}"
+                + (f", resuming at step {loop.start_step}" if loop.start_step else ""),
                 flush=True,
             )
-        try:
-            result = trainer.fit()
-        except NonFiniteLossError as err:
-            print(
-                f"mimkit pretrain: error: {err}; the last good state is in "
-                f"{trainer.out / 'checkpoint.pth'} (lower the learning rate and resume)",
-                file=sys.stderr,
-            )
-            return 3
-        if result["status"] == "stopped":
-            if main:
-                print(f"mimkit pretrain: stopped at step {result['step']}; rerun to resume.")
-            return 130
-        if main:
-            print(f"mimkit pretrain: {result['status']} at step {result['step']}")
-        if result["status"] == "finished" and cfg.run.final_knn:
-            scores = trainer.online_knn()
-            if main and scores:
-                (trainer.out / "knn_final.json").write_text(json.dumps(scores, indent=2))
-                shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
-                print(f"k-NN (teacher, {cfg.data.dataset} val): {shown}")
-        return 0
-    finally:
-        trainer.logger.close()
+
+    result = run_pretraining(
+        cfg, resume=not args.no_resume, resume_from=args.resume, on_start=announce
+    )
+    if result.status == "non_finite":
+        print(
+            f"mimkit pretrain: error: {result.error}; the last good state is in "
+            f"{result.checkpoint} (lower the learning rate and resume)",
+            file=sys.stderr,
+        )
+        return 3
+    if result.status == "stopped":
+        if result.is_main:
+            print(f"mimkit pretrain: stopped at step {result.step}; rerun to resume.")
+        return 130
+    if result.is_main:
+        print(f"mimkit pretrain: {result.status} at step {result.step}")
+        if result.knn:
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in result.knn.items())
+            print(f"k-NN (teacher, {cfg.data.dataset} val): {shown}")
+    return 0

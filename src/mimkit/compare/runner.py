@@ -3,7 +3,7 @@ kept checkpoints with k-NN (and optionally a linear probe), and record ``eval.js
 
 Everything is resumable: a run whose ``eval.json`` is complete for the current settings is
 skipped without building anything; an interrupted pretraining resumes from its checkpoint
-(the engine does that); an epoch already evaluated is not evaluated again.
+(``run_pretraining`` does that); an epoch already evaluated is not evaluated again.
 """
 
 from __future__ import annotations
@@ -94,19 +94,15 @@ def _training_finished(run: RunSpec) -> bool:
 
 
 def pretrain_inprocess(run: RunSpec) -> None:
-    from mimkit.train.engine import NonFiniteLossError, Pretrainer
+    from mimkit.train.pretrain import run_pretraining
 
-    trainer = Pretrainer(run.config)
-    try:
-        result = trainer.fit()
-    except NonFiniteLossError as err:
-        raise RunFailed(f"non-finite loss: {err}") from None
-    finally:
-        trainer.logger.close()
-    if result["status"] == "stopped":
-        raise CompareInterrupted(f"stopped during {run.name} at step {result['step']}")
-    if result["status"] != "finished":
-        raise RunFailed(f"pretraining ended with status {result['status']!r}")
+    result = run_pretraining(run.config)
+    if result.status == "non_finite":
+        raise RunFailed(f"non-finite loss: {result.error}")
+    if result.status == "stopped":
+        raise CompareInterrupted(f"stopped during {run.name} at step {result.step}")
+    if result.status != "finished":
+        raise RunFailed(f"pretraining ended with status {result.status!r}")
 
 
 def write_run_config(run: RunSpec) -> Path:

@@ -364,7 +364,7 @@ def build_run_config(
 def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
     """Every run of the grid, each config built and validated; raises before anything is
     written. Errors name the strategy."""
-    from mimkit.train.engine import validate_config
+    from mimkit.validation import validate_config
 
     out = Path(out)
     try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mimkit.data import build_dataset, default_normalization, eval_transform
 from mimkit.evaluate.features import extract_features
 from mimkit.evaluate.knn import knn_evaluate
 
@@ -38,3 +41,28 @@ def online_knn(
         train_f.to(dev), train_l, val_f.to(dev), val_l, ks=(k,), temperature=temperature
     )[k]
     return {"k": k, **res}
+
+
+@dataclass
+class OnlineKnnHook:
+    """The training loop's epoch-end k-NN: the backbone on ``val_data``'s val split (default:
+    ``data``'s) against ``data``'s train split, every ``every`` epochs (0: never by itself)."""
+
+    data: str
+    val_data: str | None
+    subset: float | int | None
+    img_size: int
+    every: int = 0
+    k: int = 20
+    name: str = "knn"
+
+    def due(self, epoch: int) -> bool:
+        return self.every > 0 and epoch % self.every == 0
+
+    def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]:
+        mean, std = default_normalization(self.data)
+        tf = eval_transform(self.img_size, mean, std)
+        train = build_dataset(self.data, "train", tf, subset=self.subset)
+        val = build_dataset(self.val_data or self.data, "val", tf)
+        result = online_knn(backbone, train, val, device, k=self.k)
+        return {key: float(v) for key, v in result.items()}

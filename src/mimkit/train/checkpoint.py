@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mimkit.errors import CheckpointError
+from mimkit.errors import CheckpointError, ConfigError
 
 LATEST = "checkpoint.pth"
 
@@ -62,3 +62,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     path = Path(output_dir) / LATEST
     return path if path.is_file() else None
+
+
+def resume_source(
+    output_dir: str | Path, resume: bool = True, resume_from: str | Path | None = None
+) -> Path | None:
+    """The checkpoint a run continues from: ``resume_from`` if given, else the output
+    folder's latest when ``resume``; refuses to start over an existing one without resume."""
+    if resume_from is not None:
+        if not Path(resume_from).is_file():
+            raise CheckpointError(f"checkpoint {resume_from} to resume from does not exist")
+        return Path(resume_from)
+    existing = latest_checkpoint(output_dir)
+    if existing is not None and not resume:
+        raise ConfigError(
+            f"{existing} exists; resume it (drop --no-resume) or choose another --output-dir"
+        )
+    return existing

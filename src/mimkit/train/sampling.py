@@ -17,8 +17,9 @@ from torch.utils.data import Dataset, Sampler
 _MIX = 1_000_003
 
 
-def mix_seed(*parts: int) -> int:
-    value = 0
+def mix_seed(*parts: int, start: int = 0) -> int:
+    """A seed from integers; ``mix_seed(*b, start=mix_seed(*a)) == mix_seed(*a, *b)``."""
+    value = start
     for p in parts:
         value = (value * _MIX + int(p) + 1) % (2**63 - 1)
     return value

@@ -1,0 +1,82 @@
+"""The pretraining data: multi-crop views of the training set in a resumable order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import DataLoader, Dataset
+
+from mimkit.config import PretrainConfig
+from mimkit.data import (
+    Augmentations,
+    MultiCropTransform,
+    build_dataset,
+    check_images,
+    default_normalization,
+)
+from mimkit.errors import ConfigError
+from mimkit.train.distributed import DistInfo
+from mimkit.train.sampling import EpochSampler, SeededViews
+
+
+@dataclass
+class TrainData:
+    dataset: Dataset
+    views: SeededViews
+    sampler: EpochSampler
+    batch_size: int
+    num_workers: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.batches_per_epoch
+
+    def loader(self, epoch: int, start_batch: int, pin_memory: bool) -> DataLoader:
+        """Epoch ``epoch``'s batches from ``start_batch`` on (the same ones after a resume)."""
+        self.sampler.set_epoch(epoch, start_batch)
+        self.views.set_epoch(epoch)
+        return DataLoader(
+            self.views,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+            drop_last=True,
+        )
+
+
+def multicrop_transform(cfg: PretrainConfig) -> MultiCropTransform:
+    d = cfg.data
+    mean, std = default_normalization(d.dataset)
+    return MultiCropTransform(
+        global_size=cfg.model.img_size,
+        local_size=d.local_crop_size,
+        num_global=d.global_crops,
+        num_local=d.local_crops,
+        global_scale=tuple(d.global_scale),
+        local_scale=tuple(d.local_scale),
+        mean=mean,
+        std=std,
+        augment=Augmentations(
+            flip_prob=d.flip_prob,
+            jitter_prob=d.jitter_prob,
+            jitter_strength=d.jitter_strength,
+            grayscale_prob=d.grayscale_prob,
+            blur_prob=tuple(d.blur_prob),
+            solarize_prob=d.solarize_prob,
+        ),
+    )
+
+
+def build_train_data(cfg: PretrainConfig, dist: DistInfo) -> TrainData:
+    d = cfg.data
+    dataset = build_dataset(d.dataset, "train", None, subset=d.subset, on_bad_image=d.on_bad_image)
+    check_images(dataset)  # unreadable files fail (or warn) before training starts
+    views = SeededViews(dataset, multicrop_transform(cfg), cfg.run.seed)
+    try:
+        sampler = EpochSampler(
+            len(views), cfg.optim.batch_size, cfg.run.seed, dist.rank, dist.world_size
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return TrainData(dataset, views, sampler, cfg.optim.batch_size, d.num_workers)

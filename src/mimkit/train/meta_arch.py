@@ -1,0 +1,224 @@
+"""The iBOT meta-architecture: what one training step computes, and nothing about the loop.
+
+One step: teacher forward on the unmasked global crops (reading out only the attention the
+mask strategies and the contrastive term need) -> masks -> student forward on the masked
+global crops and the local crops -> weighted loss terms. After the optimiser step the
+teacher follows the student by EMA (:meth:`IBOTMetaArch.update_teacher`). The training loop
+(``train/loop.py``) drives it through :class:`mimkit.train.loop.Method` and knows nothing of
+teachers, masks or prototypes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mimkit.config import PretrainConfig
+from mimkit.crops import Crops
+from mimkit.losses import DenseContrastiveLoss, IBOTLoss
+from mimkit.masking import MaskConfig, MaskGenerator, parse_score, parse_strategies
+from mimkit.models import build_vit
+from mimkit.models.head import IBOTHead
+from mimkit.models.network import IBOTNetwork
+from mimkit.train.method import StepOutput
+from mimkit.train.sampling import mix_seed
+from mimkit.train.schedules import Schedules, masking_started
+from mimkit.weights import load_backbone
+
+MASK_STREAM = 1  # mixed into the mask generator's seed: a stream apart from torch's global one
+
+
+class MultiViewStudent(nn.Module):
+    """All student views in one ``forward``, so DDP sees one forward per backward."""
+
+    def __init__(self, network: IBOTNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(
+        self, global_views: Tensor, masks: Tensor, local_views: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.network(global_views, mask=masks)
+        cls_logits = out.cls_logits
+        if local_views is not None:
+            local = self.network(local_views, cls_only=True)
+            cls_logits = torch.cat([cls_logits, local.cls_logits])
+        assert out.patch_logits is not None and out.patch_embed is not None
+        return cls_logits, out.patch_logits, out.patch_embed
+
+
+def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
+    m = cfg.model
+    backbone = build_vit(m.arch, m.img_size, m.patch_size, drop_path_rate=drop_path)
+    head = IBOTHead(
+        backbone.embed_dim,
+        m.out_dim,
+        m.patch_out_dim,
+        hidden_dim=m.head_hidden_dim,
+        bottleneck_dim=m.head_bottleneck_dim,
+        layers=m.head_layers,
+        shared_head=m.shared_head,
+        norm_last_layer=m.norm_last_layer,
+    )
+    return IBOTNetwork(backbone, head)
+
+
+def mask_config(cfg: PretrainConfig) -> MaskConfig:
+    k = cfg.masking
+    return MaskConfig(
+        ratio=tuple(k.ratio), ratio_per=k.ratio_per, mask_prob=k.mask_prob, show_max=k.show_max
+    )
+
+
+class IBOTMetaArch(nn.Module):
+    """Student and teacher networks, the mask generator and the weighted loss terms."""
+
+    progress_keys = ("cls", "patch", "contrastive")
+
+    def __init__(self, cfg: PretrainConfig, schedules: Schedules, device: torch.device) -> None:
+        super().__init__()
+        self.cfg, self.schedules, self.device = cfg, schedules, device
+        self.num_global = cfg.data.global_crops
+        torch.manual_seed(cfg.run.seed)  # same initial weights for the same seed
+        self.student = build_network(cfg, cfg.model.drop_path_rate).to(device)
+        if cfg.run.init:
+            # Same layout checks as evaluation: a file that does not fully match is refused.
+            load_backbone(cfg.run.init, self.student.backbone, cfg.run.init_key)
+        self.teacher = build_network(cfg, 0.0).to(device)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        depth = self.student.backbone.depth
+        self.grid = self.student.backbone.grid_size()
+        strategies = parse_strategies(cfg.masking.strategies, self.num_global, depth)
+        self.masker = MaskGenerator(strategies, mask_config(cfg), depth)
+        self.contrastive: DenseContrastiveLoss | None = None
+        self.contrastive_score = None
+        if cfg.loss.lambda3 > 0:
+            self.contrastive = DenseContrastiveLoss(
+                k=cfg.loss.contrastive_k, temperature=cfg.loss.contrastive_tau
+            )
+            spec = cfg.loss.contrastive_score
+            if spec is None and not all(s.attention_guided for s in strategies):
+                spec = "raw:-1"
+            self.contrastive_score = parse_score(spec, depth) if spec else None
+        self.request = self.masker.readout_request()
+        if self.contrastive_score is not None:
+            self.request = self.request.merge(self.contrastive_score.readout_request(depth))
+        self.student_views: nn.Module = MultiViewStudent(self.student)
+        self.loss = IBOTLoss(
+            cfg.model.out_dim,
+            cfg.model.patch_out_dim,
+            self.num_global,
+            student_temp=cfg.loss.student_temp,
+            center_momentum=cfg.loss.center_momentum,
+            lambda1=cfg.loss.lambda1,
+            lambda2=cfg.loss.lambda2,
+        ).to(device)
+        self.mask_rng = torch.Generator(device=device)
+        self._s_params = [p for _, p in sorted(self.student.named_parameters())]
+        self._t_params = [p for _, p in sorted(self.teacher.named_parameters())]
+
+    # -- what the loop uses -------------------------------------------------------------
+    def trainable(self) -> nn.Module:
+        return self.student
+
+    def eval_backbone(self) -> nn.Module:
+        """The backbone evaluation hooks (online k-NN) measure: the teacher's."""
+        return self.teacher.backbone
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap the student's forward (e.g. in DDP), then restart the teacher from it."""
+        self.student_views = wrap(self.student_views)
+        # DDP broadcast rank 0's initial weights; the teacher starts from them too.
+        self.teacher.load_state_dict(self.student.state_dict())
+
+    def train(self, mode: bool = True) -> IBOTMetaArch:
+        super().train(mode)
+        self.teacher.eval()  # the teacher never trains: no drop path, ever
+        return self
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "loss": self.loss.state_dict(),
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.loss.load_state_dict(state["loss"])
+
+    # -- one step -----------------------------------------------------------------------
+    def train_step(self, crops: Sequence[Tensor], step: int, seed: int) -> StepOutput:
+        """Forward of one batch (``crops``: global crops then local ones, each ``[B, ...]``).
+
+        ``seed`` is the loop's step seed. Masks draw from their own stream derived from it,
+        never from torch's global one (drop path): runs of different strategies with the
+        same seed then differ in their masks only.
+        """
+        self.mask_rng.manual_seed(mix_seed(MASK_STREAM, start=seed))
+        views = Crops.from_list(crops, self.num_global, self.device)
+        b = views.layout.batch_size
+        t_temp, tp_temp = self.schedules.teacher_temps(step)
+        with torch.no_grad():
+            teacher_out = self.teacher(views.global_views, request=self.request)
+        masks = self._masks(teacher_out.readout, b, step)
+        s_cls, s_patch, s_embed = self.student_views(views.global_views, masks, views.local_views)
+        assert teacher_out.patch_logits is not None
+        terms = self.loss(
+            s_cls, s_patch, teacher_out.cls_logits, teacher_out.patch_logits, masks, t_temp, tp_temp
+        )
+        loss = terms["loss"]
+        if self.contrastive is not None:
+            scores = torch.stack(
+                [
+                    self.masker.scores(teacher_out.readout, c, b, self.contrastive_score)
+                    for c in range(self.num_global)
+                ]
+            )
+            con = self.contrastive(views.layout.per_crop(s_embed.float()), scores)
+            loss = loss + self.cfg.loss.lambda3 * con
+            terms["contrastive"] = con.detach()
+        with torch.no_grad():
+            t_assign = teacher_out.cls_logits.argmax(-1)
+            stats = {k: v.detach().float() for k, v in terms.items() if k != "loss"}
+            stats["mask_ratio"] = masks.float().mean()
+            g = views.layout.num_global
+            stats["agreement"] = (t_assign == s_cls[: g * b].argmax(-1)).float().mean()
+        scalars = {
+            "momentum": self.schedules.momentum(step),
+            "teacher_temp": t_temp,
+            "teacher_patch_temp": tp_temp,
+        }
+        return StepOutput(loss, stats, scalars, t_assign[views.layout.rows(0)])
+
+    def _masks(self, readout: Any, batch: int, step: int) -> Tensor:
+        """``[G*B, N]`` masks; none before ``masking.start_epoch``, like iBOT's pred_start_epoch
+        (its patch term is then 0: it averages over masked patches only)."""
+        start = self.cfg.masking.start_epoch
+        if not masking_started(step, self.schedules.steps_per_epoch, start):
+            n = self.grid * self.grid
+            return torch.zeros(self.num_global * batch, n, dtype=torch.bool, device=self.device)
+        masks = self.masker.generate(readout, batch, self.grid, self.mask_rng, self.device)
+        return torch.cat(masks).flatten(1)
+
+    def before_optimizer_step(self, step: int) -> None:
+        """iBOT keeps the prototypes still for the first ``optim.freeze_last_layer`` epochs."""
+        if self.schedules.epoch_of(step) < self.cfg.optim.freeze_last_layer:
+            for p in self.student.head.last_layer_parameters():
+                p.grad = None
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.update_teacher(step)
+
+    @torch.no_grad()
+    def update_teacher(self, step: int) -> None:
+        """EMA: ``teacher = m * teacher + (1 - m) * student``."""
+        m = self.schedules.momentum(step)
+        torch._foreach_mul_(self._t_params, m)
+        torch._foreach_add_(self._t_params, self._s_params, alpha=1 - m)

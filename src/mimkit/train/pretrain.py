@@ -1,0 +1,116 @@
+"""Run pretraining: the one entry point ``mimkit pretrain``, ``mimkit compare`` and the tests
+use. It validates the config, builds the data, the iBOT meta-architecture and the loop,
+trains (resuming when there is a checkpoint) and returns a :class:`PretrainResult`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mimkit.config import PretrainConfig
+from mimkit.devices import resolve_device
+from mimkit.evaluate.online import OnlineKnnHook
+from mimkit.train import checkpoint as ckpt
+from mimkit.train.data import build_train_data
+from mimkit.train.distributed import init_distributed
+from mimkit.train.loop import NonFiniteLossError, TrainLoop
+from mimkit.train.meta_arch import IBOTMetaArch
+from mimkit.train.schedules import Schedules
+from mimkit.validation import validate_config
+
+FINAL_KNN_FILE = "knn_final.json"
+
+
+@dataclass
+class PretrainResult:
+    status: str  # finished, max_steps, stopped (signal) or non_finite (loss; last good state kept)
+    step: int  # the step the checkpoint holds
+    steps_per_epoch: int
+    output_dir: Path
+    is_main: bool  # this process writes files and prints
+    knn: dict[str, float] | None = None  # the final k-NN, when it ran
+    error: str | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.output_dir / ckpt.LATEST
+
+
+def build_schedules(cfg: PretrainConfig, steps_per_epoch: int, world_size: int) -> Schedules:
+    o, lo = cfg.optim, cfg.loss
+    return Schedules(
+        steps_per_epoch=steps_per_epoch,
+        epochs=o.epochs,
+        lr=o.lr * (o.batch_size * world_size) / 256,
+        min_lr=o.min_lr,
+        warmup_epochs=o.warmup_epochs,
+        weight_decay=o.weight_decay,
+        weight_decay_end=o.weight_decay_end,
+        momentum_teacher=o.momentum_teacher,
+        teacher_temp=lo.teacher_temp,
+        warmup_teacher_temp=lo.warmup_teacher_temp,
+        teacher_patch_temp=lo.teacher_patch_temp,
+        warmup_teacher_patch_temp=lo.warmup_teacher_patch_temp,
+        warmup_teacher_temp_epochs=lo.warmup_teacher_temp_epochs,
+    )
+
+
+def knn_hook(cfg: PretrainConfig) -> OnlineKnnHook:
+    d = cfg.data
+    return OnlineKnnHook(
+        d.dataset, d.val_dataset, d.subset, cfg.model.img_size, cfg.run.knn_every_epochs
+    )
+
+
+def build_pretraining(
+    cfg: PretrainConfig, resume: bool = True, resume_from: str | Path | None = None
+) -> TrainLoop:
+    """Everything checked first, then built: ``resume`` continues from the output folder's
+    checkpoint (else refuses to overwrite it), ``resume_from`` from that file instead."""
+    validate_config(cfg)
+    source = ckpt.resume_source(cfg.run.output_dir, resume, resume_from)
+    run = cfg.run
+    on_cuda = run.device.startswith("cuda") or (run.device == "auto" and torch.cuda.is_available())
+    dist = init_distributed("cuda" if on_cuda else "cpu")
+    device = resolve_device(run.device, dist.local_rank if dist.enabled else None)
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    data = build_train_data(cfg, dist)
+    schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
+    method = IBOTMetaArch(cfg, schedules, device)
+    return TrainLoop(cfg, method, data, schedules, dist, device, [knn_hook(cfg)], source)
+
+
+def run_pretraining(
+    cfg: PretrainConfig,
+    *,
+    resume: bool = True,
+    resume_from: str | Path | None = None,
+    on_start: Callable[[TrainLoop], None] | None = None,
+) -> PretrainResult:
+    """Train to the end (or ``run.max_steps``, or a stop signal), then, when finished and
+    ``run.final_knn`` is set, k-NN of the teacher into ``knn_final.json``."""
+    loop = build_pretraining(cfg, resume, resume_from)
+    main = loop.dist.is_main
+    try:
+        if on_start is not None:
+            on_start(loop)
+        try:
+            fit = loop.fit()
+        except NonFiniteLossError as err:
+            return PretrainResult(
+                "non_finite", loop.last_saved, loop.steps_per_epoch, loop.out, main, error=str(err)
+            )
+        result = PretrainResult(fit.status, fit.step, loop.steps_per_epoch, loop.out, main)
+        if fit.status == "finished" and cfg.run.final_knn:
+            result.knn = loop.run_hook(knn_hook(cfg)) or None
+            if main and result.knn:
+                (loop.out / FINAL_KNN_FILE).write_text(json.dumps(result.knn, indent=2))
+        return result
+    finally:
+        loop.close()
