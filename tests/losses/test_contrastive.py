@@ -55,6 +55,19 @@ def test_matches_loop_reference(g, b, n, d, k, tau):
     assert got.item() == pytest.approx(loop_reference(emb, scores, k, tau), rel=1e-9, abs=1e-9)
 
 
+def test_rows_then_pairs_is_the_same_loss():
+    """The step computes only the rows the loss reads; they must give the same number."""
+    gen = torch.Generator().manual_seed(3)
+    g, b, n, d, k = 3, 4, 12, 5, 2
+    emb = torch.randn(g, b, n, d, generator=gen, dtype=torch.float64)
+    scores = torch.rand(g, b, n, generator=gen)
+    loss = DenseContrastiveLoss(k, 0.3)
+    high, low = loss.rows(scores)
+    flat = emb.reshape(g * b * n, d)
+    got = loss.pairs(flat[high].reshape(b, g * k, d), flat[low].reshape(b, g * k, d))
+    assert got.item() == pytest.approx(loop_reference(emb, scores, k, 0.3), rel=1e-9)
+
+
 def test_renormalises_embeddings():
     gen = torch.Generator().manual_seed(0)
     emb = torch.randn(2, 2, 16, 8, generator=gen)

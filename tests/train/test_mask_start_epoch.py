@@ -7,7 +7,7 @@ import torch
 
 from mimkit.config import load_config
 from mimkit.errors import ConfigError
-from mimkit.losses import IBOTLoss
+from mimkit.losses import IBOTLoss, masked_patches
 from mimkit.train.logging import read_log
 from mimkit.train.pretrain import build_pretraining, run_pretraining
 from mimkit.train.schedules import masking_started
@@ -61,9 +61,12 @@ def test_patch_term_without_masked_patches_is_zero_with_no_gradient():
     torch.manual_seed(0)
     loss = IBOTLoss(8, 8, 2)
     s_patch = torch.randn(4, 9, 8, requires_grad=True)
+    t_patch = torch.randn(4, 9, 8)
+    picked = masked_patches(torch.zeros(4, 9, dtype=torch.bool))
+    s_rows, t_rows = s_patch.flatten(0, 1)[picked.rows], t_patch.flatten(0, 1)[picked.rows]
     out = loss(
-        torch.randn(4, 8), s_patch, torch.randn(4, 8), torch.randn(4, 9, 8),
-        torch.zeros(4, 9, dtype=torch.bool), 0.04, 0.04,
+        torch.randn(4, 8), torch.randn(4, 8), s_rows, t_rows, picked.weight,
+        t_patch.mean(1), 0.04, 0.04,
     )
     assert out["patch"].item() == 0.0
     out["loss"].backward()

@@ -28,7 +28,7 @@ def _trace(make_config, name: str, strategies: list[str], seed: int = 3) -> dict
     seen.update(crops=[], masks=[], rng=[])
 
     def student_inputs(module, args):
-        global_views, masks, local_views = args
+        global_views, masks, local_views = args[:3]
         seen["crops"].append(torch.cat([global_views.flatten(), local_views.flatten()]))
         seen["masks"].append(masks.clone())
         # The global RNG as the student (drop path) is about to use it, after the masks.

@@ -2,5 +2,6 @@
 
 from mimkit.losses.contrastive import DenseContrastiveLoss
 from mimkit.losses.ibot import IBOTLoss
+from mimkit.losses.masked import MaskedPatches, masked_patches
 
-__all__ = ["DenseContrastiveLoss", "IBOTLoss"]
+__all__ = ["DenseContrastiveLoss", "IBOTLoss", "MaskedPatches", "masked_patches"]

@@ -65,20 +65,39 @@ class DenseContrastiveLoss(nn.Module):
             raise ConfigError(
                 f"contrastive k={self.k} is too large for {n} patches (at most {n // 2})"
             )
-        z = embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
-        z = F.normalize(z, dim=-1)
+        z = embeddings
         high, low = self.select(scores)
 
         def gather(idx: Tensor) -> Tensor:  # [G, B, k] -> [B, G*k, D]
             picked = z.gather(2, idx.unsqueeze(-1).expand(g, b, self.k, d))
             return picked.permute(1, 0, 2, 3).reshape(b, g * self.k, d)
 
-        pos, neg = gather(high), gather(low)
+        return self.pairs(gather(high), gather(low))
+
+    def rows(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """The patches :meth:`forward` reads, as flat rows of the ``[G*B*N]`` patch tokens
+        (crop-major, as the embeddings), each ``[B*G*k]`` in the order :meth:`pairs` takes
+        them (image by image), for the highest- and the lowest-scoring patches. Computing the
+        embeddings of these rows only and calling :meth:`pairs` gives the same loss."""
+        g, b, n = scores.shape
+        base = torch.arange(g * b, device=scores.device).reshape(g, b, 1) * n
+        high, low = self.select(scores)
+        return tuple((idx + base).permute(1, 0, 2).reshape(-1) for idx in (high, low))
+
+    def pairs(self, pos: Tensor, neg: Tensor) -> Tensor:
+        """The loss from each image's positives ``[B, M, D]`` and negatives ``[B, M, D]``."""
+        b, m, d = pos.shape
+        if tuple(neg.shape) != (b, m, d):
+            raise ValueError(f"negatives {tuple(neg.shape)} do not match positives {(b, m, d)}")
+        pos, neg = (F.normalize(_at_least_float32(x), dim=-1) for x in (pos, neg))
         s_pos = pos @ pos.transpose(1, 2) / self.temperature  # [B, M, M]
         s_neg = pos @ neg.transpose(1, 2) / self.temperature  # [B, M, M]
         neg_lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)  # [B, M, 1]
         # -log(e^s / (e^s + sum_n e^sn)) = logaddexp(s, lse_n) - s, stable for any tau.
         per_pair = torch.logaddexp(s_pos, neg_lse) - s_pos
-        m = g * self.k
-        off_diag = ~torch.eye(m, dtype=torch.bool, device=z.device)
+        off_diag = ~torch.eye(m, dtype=torch.bool, device=pos.device)
         return per_pair[:, off_diag].mean()
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()

@@ -15,7 +15,9 @@ def _cross_entropy(teacher_probs: Tensor, student_log_probs: Tensor) -> Tensor:
 
 class IBOTLoss(nn.Module):
     """CLS term over every (teacher global crop q, student crop v != q) pair, plus the patch term
-    on each global crop's masked patches, with centred, sharpened teacher targets.
+    on each global crop's masked patches, with centred, sharpened teacher targets. The patch
+    term takes the masked patches only (see :mod:`mimkit.losses.masked`): the unmasked ones
+    have weight zero, so nobody needs to compute their student or teacher logits.
 
     Teacher temperatures are passed per call so that their warm-up schedule lives with the
     other schedules. Centres are updated after each call from the teacher outputs, averaged
@@ -44,15 +46,20 @@ class IBOTLoss(nn.Module):
     def forward(
         self,
         student_cls: Tensor,
-        student_patch: Tensor,
         teacher_cls: Tensor,
+        student_patch: Tensor,
         teacher_patch: Tensor,
-        masks: Tensor,
+        patch_weight: Tensor,
+        teacher_patch_mean: Tensor,
         teacher_temp: float,
         teacher_patch_temp: float,
     ) -> dict[str, Tensor]:
-        """Shapes: student_cls ``[V*B, K]`` (global crops first, then local), student_patch and
-        teacher_patch ``[G*B, N, K2]``, teacher_cls ``[G*B, K]``, masks ``[G*B, N]`` bool."""
+        """Shapes: student_cls ``[V*B, K]`` (global crops first, then local), teacher_cls
+        ``[G*B, K]``; student_patch and teacher_patch ``[M, K2]``, the masked patches only, with
+        ``patch_weight [M]`` from :func:`mimkit.losses.masked.masked_patches` (the patch term is
+        ``sum(weight * ce)``: per image the mean over its masked patches, then the mean over
+        images); teacher_patch_mean ``[G*B, K2]``, each image's teacher patch logits averaged
+        over all of its patches (for the centre)."""
         g = self.num_global
         s_cls = F.log_softmax(student_cls.float() / self.student_temp, dim=-1)
         t_cls = F.softmax((teacher_cls.float() - self.center) / teacher_temp, dim=-1)
@@ -68,21 +75,17 @@ class IBOTLoss(nn.Module):
         cls_loss = torch.stack(cls_terms).mean() if cls_terms else s_cls.new_zeros(())
 
         s_patch = F.log_softmax(student_patch.float() / self.student_temp, dim=-1)
-        t_patch = F.softmax((teacher_patch.float() - self.center2) / teacher_patch_temp, dim=-1)
-        per_patch = _cross_entropy(t_patch, s_patch)  # [G*B, N]
-        m = masks.reshape(per_patch.shape).float()
-        per_image = (per_patch * m).sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)
-        # Mean over images then crops; with equal batch per crop this is the plain mean.
-        patch_loss = per_image.mean()
+        t_patch = F.softmax((teacher_patch.float() - self.center2[0]) / teacher_patch_temp, dim=-1)
+        patch_loss = (_cross_entropy(t_patch, s_patch) * patch_weight).sum()
 
-        self.update_center(teacher_cls, teacher_patch)
+        self.update_center(teacher_cls, teacher_patch_mean)
         total = self.lambda1 * cls_loss + self.lambda2 * patch_loss
         return {"loss": total, "cls": cls_loss.detach(), "patch": patch_loss.detach()}
 
     @torch.no_grad()
-    def update_center(self, teacher_cls: Tensor, teacher_patch: Tensor) -> None:
+    def update_center(self, teacher_cls: Tensor, teacher_patch_mean: Tensor) -> None:
         cls_sum = teacher_cls.float().sum(dim=0, keepdim=True)
-        patch_sum = teacher_patch.float().mean(dim=1).sum(dim=0, keepdim=True).unsqueeze(1)
+        patch_sum = teacher_patch_mean.float().sum(dim=0, keepdim=True).unsqueeze(1)
         count = torch.tensor(float(teacher_cls.shape[0]), device=teacher_cls.device)
         if dist.is_available() and dist.is_initialized():
             for t in (cls_sum, patch_sum, count):

@@ -59,11 +59,14 @@ class IBOTHead(nn.Module):
     def embed(self, tokens: Tensor) -> Tensor:
         return F.normalize(self.mlp(tokens), dim=-1)
 
+    @property
+    def patch_layer(self) -> nn.Module:
+        """The patch prototypes: the CLS ones when shared."""
+        return self.last_layer if self.last_layer2 is None else self.last_layer2
+
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         z = self.embed(tokens)
-        cls_logits = self.last_layer(z[:, 0])
-        patch_layer = self.last_layer if self.last_layer2 is None else self.last_layer2
-        return cls_logits, patch_layer(z[:, 1:])
+        return self.last_layer(z[:, 0]), self.patch_layer(z[:, 1:])
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         layers = [self.last_layer] + ([self.last_layer2] if self.last_layer2 is not None else [])

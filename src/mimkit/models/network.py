@@ -1,9 +1,16 @@
-"""Backbone + head under the ``backbone.`` / ``head.`` names that DINO and iBOT checkpoints use."""
+"""Backbone + head under the ``backbone.`` / ``head.`` names that DINO and iBOT checkpoints use.
+
+The student's head runs only on the tokens a loss reads: every CLS token, the masked patches
+(the patch term) and the patches the dense contrastive term picks. The teacher's head runs on
+every patch, because the patch centre is the mean of all its patch logits; its prototype
+layer runs on the mean embedding instead (it is linear) and on the masked rows.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from mimkit.models.head import IBOTHead
@@ -12,10 +19,17 @@ from mimkit.models.vit import VisionTransformer
 
 
 @dataclass
-class NetworkOutput:
+class StudentOutput:
+    cls_logits: Tensor  # [V*B, K]: the global crops first, then the local crops
+    patch_logits: Tensor  # [M, K2]: the rows ``patch_rows`` of the global crops' patches
+    patch_embed: Tensor  # [E, bottleneck], L2-normalised: the rows ``embed_rows``
+
+
+@dataclass
+class TeacherOutput:
     cls_logits: Tensor  # [B, K]
-    patch_logits: Tensor | None  # [B, N, K2]
-    patch_embed: Tensor | None  # [B, N, bottleneck], L2-normalised
+    patch_embed: Tensor  # [B*N, bottleneck], L2-normalised, row-major over (image, patch)
+    patch_mean_logits: Tensor  # [B, K2]: each image's patch logits averaged over its patches
     readout: Readout
 
 
@@ -27,19 +41,40 @@ class IBOTNetwork(nn.Module):
 
     def forward(
         self,
-        images: Tensor,
-        mask: Tensor | None = None,
-        request: ReadoutRequest | None = None,
-        cls_only: bool = False,
-    ) -> NetworkOutput:
-        tokens, readout = self.backbone.forward_features(images, mask, request)
-        if cls_only:  # local crops: their patch outputs are never used
-            return NetworkOutput(
-                self.head.last_layer(self.head.embed(tokens[:, 0])), None, None, readout
-            )
-        z = self.head.embed(tokens)
-        cls_logits = self.head.last_layer(z[:, 0])
-        patch_layer = (
-            self.head.last_layer if self.head.last_layer2 is None else self.head.last_layer2
+        global_views: Tensor,
+        masks: Tensor,
+        local_views: Tensor | None,
+        patch_rows: Tensor,
+        embed_rows: Tensor | None = None,
+    ) -> StudentOutput:
+        """The student on every view in one call (so DDP sees one forward per backward).
+
+        ``patch_rows`` / ``embed_rows``: flat rows of the global crops' ``[B*N]`` patch tokens
+        whose prototype logits / bottleneck embeddings are wanted; no other patch goes
+        through the head.
+        """
+        tokens = self.backbone.forward_features(global_views, masks)[0]
+        cls = [tokens[:, 0]]
+        if local_views is not None:  # local crops: only their CLS token is ever used
+            cls.append(self.backbone.forward_features(local_views)[0][:, 0])
+        rows = patch_rows if embed_rows is None else torch.cat([patch_rows, embed_rows])
+        picked = tokens[:, 1:].flatten(0, 1).index_select(0, rows)
+        z = self.head.embed(torch.cat([*cls, picked]))  # one MLP pass over every needed token
+        n_cls, m = sum(c.shape[0] for c in cls), patch_rows.shape[0]
+        return StudentOutput(
+            self.head.last_layer(z[:n_cls]),
+            self.head.patch_layer(z[n_cls : n_cls + m]),
+            z[n_cls + m :],
         )
-        return NetworkOutput(cls_logits, patch_layer(z[:, 1:]), z[:, 1:], readout)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, request: ReadoutRequest | None = None) -> TeacherOutput:
+        """The teacher on the unmasked global crops: CLS logits, every patch's embedding, the
+        mean patch logits and the attention ``request`` asked for."""
+        tokens, readout = self.backbone.forward_features(images, None, request)
+        z = self.head.embed(tokens)
+        # mean_j (W z_j) = W mean_j z_j: the prototype layer has no bias.
+        mean_logits = self.head.patch_layer(z[:, 1:].float().mean(dim=1))
+        return TeacherOutput(
+            self.head.last_layer(z[:, 0]), z[:, 1:].flatten(0, 1), mean_logits, readout
+        )

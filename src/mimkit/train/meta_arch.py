@@ -11,6 +11,7 @@ teachers, masks or prototypes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from mimkit.config import PretrainConfig
 from mimkit.crops import Crops
-from mimkit.losses import DenseContrastiveLoss, IBOTLoss
+from mimkit.losses import DenseContrastiveLoss, IBOTLoss, masked_patches
 from mimkit.masking import MaskConfig, MaskGenerator, parse_score, parse_strategies
 from mimkit.models import build_vit
 from mimkit.models.head import IBOTHead
@@ -29,25 +30,6 @@ from mimkit.train.schedules import Schedules, masking_started
 from mimkit.weights import load_backbone
 
 MASK_STREAM = 1  # mixed into the mask generator's seed: a stream apart from torch's global one
-
-
-class MultiViewStudent(nn.Module):
-    """All student views in one ``forward``, so DDP sees one forward per backward."""
-
-    def __init__(self, network: IBOTNetwork) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(
-        self, global_views: Tensor, masks: Tensor, local_views: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        out = self.network(global_views, mask=masks)
-        cls_logits = out.cls_logits
-        if local_views is not None:
-            local = self.network(local_views, cls_only=True)
-            cls_logits = torch.cat([cls_logits, local.cls_logits])
-        assert out.patch_logits is not None and out.patch_embed is not None
-        return cls_logits, out.patch_logits, out.patch_embed
 
 
 def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
@@ -71,6 +53,15 @@ def mask_config(cfg: PretrainConfig) -> MaskConfig:
     return MaskConfig(
         ratio=tuple(k.ratio), ratio_per=k.ratio_per, mask_prob=k.mask_prob, show_max=k.show_max
     )
+
+
+@dataclass
+class StepLosses:
+    loss: Tensor
+    terms: dict[str, Tensor]  # detached: cls, patch and (when on) contrastive
+    masks: Tensor  # [G*B, N] bool
+    teacher_cls: Tensor  # [G*B, K]
+    student_cls: Tensor  # [V*B, K]
 
 
 class IBOTMetaArch(nn.Module):
@@ -108,7 +99,8 @@ class IBOTMetaArch(nn.Module):
         self.request = self.masker.readout_request()
         if self.contrastive_score is not None:
             self.request = self.request.merge(self.contrastive_score.readout_request(depth))
-        self.student_views: nn.Module = MultiViewStudent(self.student)
+        # The student's forward takes every view at once, so DDP sees one forward per backward.
+        self.student_views: nn.Module = self.student
         self.loss = IBOTLoss(
             cfg.model.out_dim,
             cfg.model.patch_out_dim,
@@ -165,15 +157,36 @@ class IBOTMetaArch(nn.Module):
         views = Crops.from_list(crops, self.num_global, self.device)
         b = views.layout.batch_size
         t_temp, tp_temp = self.schedules.teacher_temps(step)
+        out = self.losses(views, step, t_temp, tp_temp)
         with torch.no_grad():
-            teacher_out = self.teacher(views.global_views, request=self.request)
-        masks = self._masks(teacher_out.readout, b, step)
-        s_cls, s_patch, s_embed = self.student_views(views.global_views, masks, views.local_views)
-        assert teacher_out.patch_logits is not None
-        terms = self.loss(
-            s_cls, s_patch, teacher_out.cls_logits, teacher_out.patch_logits, masks, t_temp, tp_temp
-        )
-        loss = terms["loss"]
+            t_assign = out.teacher_cls.argmax(-1)
+            stats = {k: v.float() for k, v in out.terms.items()}
+            stats["mask_ratio"] = out.masks.float().mean()
+            g = views.layout.num_global
+            stats["agreement"] = (t_assign == out.student_cls[: g * b].argmax(-1)).float().mean()
+        scalars = {
+            "momentum": self.schedules.momentum(step),
+            "teacher_temp": t_temp,
+            "teacher_patch_temp": tp_temp,
+        }
+        return StepOutput(out.loss, stats, scalars, t_assign[views.layout.rows(0)])
+
+    def losses(
+        self,
+        views: Crops,
+        step: int,
+        teacher_temp: float,
+        teacher_patch_temp: float,
+        masks: Tensor | None = None,
+    ) -> StepLosses:
+        """Teacher forward, masks (``masks [G*B, N]`` if given, else drawn for ``step``),
+        student forward and the weighted loss terms. The heads run only on the tokens the
+        terms read (see :mod:`mimkit.models.network`)."""
+        b = views.layout.batch_size
+        teacher_out = self.teacher.encode(views.global_views, self.request)
+        masks = self._masks(teacher_out.readout, b, step) if masks is None else masks.flatten(1)
+        picked = masked_patches(masks)
+        embed_rows = None
         if self.contrastive is not None:
             scores = torch.stack(
                 [
@@ -181,21 +194,29 @@ class IBOTMetaArch(nn.Module):
                     for c in range(self.num_global)
                 ]
             )
-            con = self.contrastive(views.layout.per_crop(s_embed.float()), scores)
+            embed_rows = torch.cat(self.contrastive.rows(scores))
+        student = self.student_views(
+            views.global_views, masks, views.local_views, picked.rows, embed_rows
+        )
+        with torch.no_grad():
+            t_patch = self.teacher.head.patch_layer(teacher_out.patch_embed[picked.rows])
+        terms = self.loss(
+            student.cls_logits,
+            teacher_out.cls_logits,
+            student.patch_logits,
+            t_patch,
+            picked.weight,
+            teacher_out.patch_mean_logits,
+            teacher_temp,
+            teacher_patch_temp,
+        )
+        loss = terms.pop("loss")
+        if self.contrastive is not None:
+            pos, neg = student.patch_embed.reshape(2, b, -1, student.patch_embed.shape[-1])
+            con = self.contrastive.pairs(pos, neg)
             loss = loss + self.cfg.loss.lambda3 * con
             terms["contrastive"] = con.detach()
-        with torch.no_grad():
-            t_assign = teacher_out.cls_logits.argmax(-1)
-            stats = {k: v.detach().float() for k, v in terms.items() if k != "loss"}
-            stats["mask_ratio"] = masks.float().mean()
-            g = views.layout.num_global
-            stats["agreement"] = (t_assign == s_cls[: g * b].argmax(-1)).float().mean()
-        scalars = {
-            "momentum": self.schedules.momentum(step),
-            "teacher_temp": t_temp,
-            "teacher_patch_temp": tp_temp,
-        }
-        return StepOutput(loss, stats, scalars, t_assign[views.layout.rows(0)])
+        return StepLosses(loss, terms, masks, teacher_out.cls_logits, student.cls_logits)
 
     def _masks(self, readout: Any, batch: int, step: int) -> Tensor:
         """``[G*B, N]`` masks; none before ``masking.start_epoch``, like iBOT's pred_start_epoch

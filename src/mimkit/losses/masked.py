@@ -1,0 +1,46 @@
+"""The masked patches the patch term reads, as flat rows, so that the heads only ever see them.
+
+The patch term of iBOT averages, per image, the cross-entropy over that image's masked
+patches and then averages over images (an image without masked patches contributes zero).
+Every unmasked patch has weight zero, so the student and teacher prototype layers need only
+run on the masked rows: ``sum(weight * ce)`` over those rows is the same number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MaskedPatches:
+    """``rows [M]``: flat indices into the ``[I * N]`` patch tokens of ``I`` images (row-major,
+    so image ``i``'s patch ``j`` is row ``i * N + j``); ``weight [M]``: ``1 / (I * max(1, c_i))``
+    with ``c_i`` the number of masked patches of the row's image."""
+
+    rows: Tensor
+    weight: Tensor
+
+    @property
+    def count(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def masked_patches(masks: Tensor, total: int | None = None) -> MaskedPatches:
+    """Rows and weights of the True entries of ``masks [I, N]`` (or ``[I, H, W]``).
+
+    ``total``: the number of True entries when the host already knows it (e.g. from masks
+    drawn on the CPU); then no device-to-host copy is needed. Without it, the count is read
+    from the tensor (a host synchronisation on accelerators).
+    """
+    masks = masks.flatten(1)
+    images, n = masks.shape
+    flat = masks.reshape(-1)
+    if total is None:
+        rows = flat.nonzero().squeeze(1)
+    else:
+        rows = torch.nonzero_static(flat, size=total).squeeze(1)
+    per_image = 1.0 / (masks.sum(1).clamp(min=1).to(torch.float32) * images)
+    return MaskedPatches(rows, per_image[rows // n])
