@@ -98,7 +98,7 @@ def loop_multi_score(cls_b: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor([sum(vals) / len(vals) for vals in zip(*per_layer, strict=True)])
 
 
-def loop_block(budget: int, rng: random.Random, min_p: int = 16) -> torch.Tensor:
+def loop_block(budget: float, rng: random.Random, min_p: int = 16) -> torch.Tensor:
     mask = [[False] * GRID for _ in range(GRID)]
     count = 0
     log_a = (math.log(0.3), math.log(1 / 0.3))
@@ -177,7 +177,7 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
             )
         ),
         "random": loop(lambda i: loop_select(torch.randperm(N).float(), rl[i], "high")),
-        "block": loop(lambda i: loop_block(int(rl[i] * N), rng)),
+        "block": loop(lambda i: loop_block(float(rl[i]) * N, rng)),  # real budget
     }
     for name, fn in vec.items():
         t_vec = median_time(fn, runs)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from mimkit.errors import ConfigError
-from mimkit.masking.select import as_ratio, floor_count, select_mask, uniform
+from mimkit.masking.select import FLOOR_EPS, as_ratio, select_mask, uniform
 
 MAX_FAILED_PLACEMENTS = 10
 
@@ -25,14 +25,10 @@ def random_mask(
     return select_mask(keys, ratio, "high")
 
 
-# BEiT / iBOT place blocks of at least 16 patches on their 14x14 grid (224 px, 16 px patches).
-REFERENCE_MIN_PATCHES, REFERENCE_GRID = 16, 14
-
-
-def default_min_patches(gh: int, gw: int) -> int:
-    """The reference minimum block area, scaled with the grid's area, at least 1."""
-    area = REFERENCE_GRID * REFERENCE_GRID
-    return max(1, int(REFERENCE_MIN_PATCHES * gh * gw / area + 1e-9))
+def reference_min_patches(gh: int, gw: int) -> int:
+    """BEiT / iBOT's minimum block area: ``(min(H, W) // 3) ** 2`` patches (16 on 14x14, 4 on
+    8x8, 25 on 16x16, 0 below 3x3)."""
+    return (min(gh, gw) // 3) ** 2
 
 
 def block_mask(
@@ -44,11 +40,13 @@ def block_mask(
     min_patches: int | None = None,
     aspect: tuple[float, float] = (0.3, 1 / 0.3),
 ) -> Tensor:
-    """BEiT-style block masks ``[B, G, G]`` covering at most ``floor(ratio * N)`` patches.
+    """BEiT / iBOT block masks ``[B, H, W]`` covering at most ``ratio * N`` patches.
 
-    Each image repeatedly tries a rectangle with area ``U(min_patches, remaining budget)`` and
-    aspect ratio log-uniform in ``aspect``, at a uniform position; a placement counts when it
-    covers between 1 and ``remaining`` new patches. An image stops when its budget is reached
+    The budget is the real number ``ratio * N``, as in the reference: each image repeatedly
+    tries a rectangle with area ``U(min_patches, budget - covered)`` (``min_patches`` defaults
+    to :func:`reference_min_patches`) and aspect ratio log-uniform in ``aspect``, at a uniform
+    position with height < H and width < W; a placement counts when it covers between 1 and
+    ``budget - covered`` new patches. An image stops when no patch fits the budget any more
     or after 10 failed placements in a row. All images place in lock-step rounds of up to 10
     tries each, so the only Python loop is over rounds (about one per placed block).
     """
@@ -58,16 +56,19 @@ def block_mask(
     lo_a, hi_a = float(aspect[0]), float(aspect[1])
     if not (0 < lo_a <= hi_a and math.isfinite(hi_a)):
         raise ConfigError(f"aspect range must satisfy 0 < lo <= hi, got {aspect}")
-    min_p = default_min_patches(gh, gw) if min_patches is None else int(min_patches)
-    if min_p < 1:
-        raise ConfigError(f"min_patches must be at least 1, got {min_patches}")
+    min_p = reference_min_patches(gh, gw) if min_patches is None else int(min_patches)
+    if min_p < 0:
+        raise ConfigError(f"min_patches must be 0 or more, got {min_patches}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     n = gh * gw
-    budget = floor_count(as_ratio(ratio, batch, device), n)  # [B]
+    # The real budget r * N, not floored (the reference's rule), with mimkit's 1e-9 slack so
+    # that e.g. r = 1/196 on 14x14 allows one patch, as random and attention masks do.
+    budget = as_ratio(ratio, batch, device) * n + FLOOR_EPS  # [B] float64
     mask = torch.zeros(batch, gh, gw, dtype=torch.bool, device=device)
     count = torch.zeros(batch, dtype=torch.long, device=device)
     fails = torch.zeros(batch, dtype=torch.long, device=device)
-    active = count < budget
+    # A round with less than one patch of budget left cannot place anything: skip it.
+    active = budget - count >= 1
     rows = torch.arange(gh, device=device)
     cols = torch.arange(gw, device=device)
     log_lo, log_hi = math.log(lo_a), math.log(hi_a)
@@ -78,8 +79,8 @@ def block_mask(
         # counts is applied and the later ones are discarded. Failed tries do not change the
         # mask, so this is the sequential algorithm with fewer Python-level rounds.
         u = uniform((4, batch, k), generator, device).double()
-        remaining = (budget - count)[:, None]  # [B, 1]
-        target = min_p + (remaining.double() - min_p) * u[0]  # random.uniform(min, remaining)
+        remaining = (budget - count)[:, None]  # [B, 1], real
+        target = min_p + (remaining - min_p) * u[0]  # random.uniform(min, remaining)
         ar = torch.exp(log_lo + (log_hi - log_lo) * u[1])
         h = torch.round(torch.sqrt(target * ar)).long()  # [B, K]
         w = torch.round(torch.sqrt(target / ar)).long()
@@ -107,5 +108,5 @@ def block_mask(
         mask |= in_rows[:, :, None] & in_cols[:, None, :]
         count += torch.where(hit, new.gather(1, first)[:, 0], 0)
         fails = torch.where(hit, 0, fails + k)
-        active = active & (count < budget) & (fails < k)
+        active = active & (budget - count >= 1) & (fails < k)
     return mask

@@ -16,7 +16,7 @@ from mimkit.errors import ConfigError
 SELECTIONS = ("high", "low", "hint")
 
 # floor(r * N) is computed in float64 with this slack, so that e.g. 0.3 * 10 gives 3, not 2.
-_FLOOR_EPS = 1e-9
+FLOOR_EPS = 1e-9
 
 
 def uniform(
@@ -50,7 +50,7 @@ def as_ratio(ratio: float | Tensor, batch: int, device: torch.device) -> Tensor:
 
 def floor_count(fraction: Tensor, n: int) -> Tensor:
     """``floor(fraction * n)`` as int64, robust to float rounding (0.5 * N gives exactly N/2)."""
-    return torch.floor(fraction.to(torch.float64) * n + _FLOOR_EPS).long().clamp_(0, n)
+    return torch.floor(fraction.to(torch.float64) * n + FLOOR_EPS).long().clamp_(0, n)
 
 
 def _scatter_rows(n: int, index: Tensor, values: Tensor) -> Tensor:
