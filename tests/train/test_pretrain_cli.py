@@ -54,6 +54,14 @@ TINY = [
         (["--set", "masking.ratio=[0.6,0.2]"], "ratio"),
         (["--config", "no_such_config"], "no_such_config"),
         (["--lambda3", "1", "--contrastive-k", "99"], "contrastive_k"),
+        (["--workers", "-1"], "data.num_workers must be >= 0"),
+        (["--set", "run.log_every_steps=0"], "run.log_every_steps must be >= 1"),
+        (["--patch-size", "0"], "model.patch_size must be >= 1"),
+        (["--lr", "-1"], "optim.lr must be > 0"),
+        (["--lr", "nan"], "optim.lr must be a finite number"),
+        (["--set", "optim.clip_grad=nan"], "optim.clip_grad must be a finite number"),
+        (["--set", "loss.teacher_temp=0"], "loss.teacher_temp must be > 0"),
+        (["--set", "optim.warmup_epochs=-1"], "optim.warmup_epochs must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):
