@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
+from collections.abc import Iterator
 
 from mimkit import __version__
-from mimkit.errors import MimkitError
+from mimkit.errors import MimkitError, MimkitWarning
 
 # Each module in mimkit.commands provides ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS: tuple[str, ...] = ("pretrain", "knn", "linear", "export", "masks", "compare")
@@ -26,6 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Show mimkit's own warnings as ``mimkit COMMAND: warning: ...``, without a source line."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, MimkitWarning):
+                print(f"mimkit {command}: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -33,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args.run(args) or 0)
     except MimkitError as err:
         # User errors are one line, no traceback.
         print(f"mimkit {args.command}: error: {err}", file=sys.stderr)

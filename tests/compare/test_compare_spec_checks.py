@@ -122,3 +122,18 @@ def test_unknown_only_is_an_error(tmp_path: Path, write_compare, capsys):
     argv = ["compare", "--config", str(cfg), "--output-dir", str(tmp_path / "o"), "--only", "x"]
     assert main(argv) == 2
     assert "--only 'x' is not a strategy" in capsys.readouterr().err
+
+
+def test_a_second_compare_on_a_folder_in_use_is_refused(tmp_path: Path, write_compare, capsys):
+    import os
+
+    from mimkit.folder_lock import FolderLock
+
+    cfg = write_compare(tiny_compare(seeds=[0], epochs=1))
+    out = tmp_path / "out"
+    with FolderLock(out, purpose="compare"):  # as a first `mimkit compare` would
+        code = main(["compare", "--config", str(cfg), "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"output folder {out} is in use by another mimkit compare (PID {os.getpid()})" in err
+    assert sorted(p.name for p in out.iterdir()) == [".mimkit.lock"]  # nothing else written

@@ -170,3 +170,36 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
     state = load_checkpoint(out / "checkpoint.pth")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert state["step"] >= 1 and state["step"] == max(steps)
+
+
+@pytest.mark.slow
+def test_one_run_per_output_folder_and_no_stale_lock_after_kill(tmp_path, capsys):
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mimkit", "pretrain", *TINY, "--output-dir", str(out)]
+        + ["--epochs", "50", "--set", "run.save_every_steps=2", "--no-knn"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ckpt = out / "checkpoint.pth"
+        deadline = time.time() + 120
+        while time.time() < deadline and not ckpt.exists():
+            time.sleep(0.2)
+        # A second run on the same folder is refused in one line, naming the holder.
+        code = main(["pretrain", *TINY, "--output-dir", str(out), "--no-knn"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"output folder {out} is in use by another mimkit run (PID {first.pid})" in err
+        assert first.poll() is None  # the first run goes on, its checkpoint still loads
+        assert load_checkpoint(ckpt)["step"] >= 2
+    finally:
+        first.kill()  # SIGKILL: no chance to clean up
+        first.wait()
+    # The kill released the lock: the next run resumes the killed one's checkpoint.
+    step = load_checkpoint(ckpt)["step"]
+    code = main(["pretrain", *TINY, "--output-dir", str(out), "--max-steps", str(step + 1)])
+    assert code == 0, capsys.readouterr().err
+    assert load_checkpoint(ckpt)["step"] == step + 1
+    assert not list(out.glob(".*.tmp-*"))  # a save the kill cut short left nothing behind

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from mimkit.train.checkpoint import load_checkpoint
+from mimkit.train.checkpoint import KeptCheckpoints, load_checkpoint
 from mimkit.train.logging import read_log
-from mimkit.train.loop import NonFiniteLossError
 from mimkit.train.pretrain import build_pretraining, run_pretraining
 
 STRATEGY_FAMILIES = [
@@ -72,29 +73,48 @@ def test_resume_replays_the_same_loss_curve(make_config):
         torch.testing.assert_close(ta[key], tb[key], rtol=1e-4, atol=1e-5)
 
 
-def test_non_finite_loss_stops_and_keeps_a_good_checkpoint(make_config, monkeypatch):
-    cfg = make_config()
-    loop = build_pretraining(cfg)
-    real_forward = loop.method.loss.forward
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        out = real_forward(*args, **kwargs)
-        if calls["n"] == 3:
-            out["loss"] = out["loss"] * float("nan")
-        return out
-
-    monkeypatch.setattr(loop.method.loss, "forward", flaky)
-    with pytest.raises(NonFiniteLossError, match="step 2"):
-        loop.fit()
-    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
-    assert state["step"] == 2
+def test_a_ruinous_step_never_replaces_the_last_good_checkpoint(make_config):
+    """The issue's case: one huge step ruins the weights with a finite loss (and is saved);
+    the next step is not finite. The checkpoint in place must be the last good one."""
+    first = make_config(**{"run.max_steps": 5})  # one epoch, saved at step 5
+    assert run_pretraining(first).step == 5
+    path = Path(first.run.output_dir) / "checkpoint.pth"
+    good = path.read_bytes()
+    wild = run_pretraining(make_config(**{"optim.lr": 1e10, "run.save_every_steps": 1}))
+    assert (wild.status, wild.step) == ("non_finite", 5)
+    assert re.search(r"at step 6; .*checkpoint.pth from step 5 \(epoch 1\) is kept", wild.error)
+    assert path.read_bytes() == good  # the step-6 save was rolled back
+    assert sorted(p.name for p in path.parent.glob("*checkpoint*")) == ["checkpoint.pth"]
+    # ... and resuming from it with a sane learning rate trains on to the end.
+    result = run_pretraining(make_config())
+    assert result.status == "finished" and result.step == 10
+    state = load_checkpoint(path)
     assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
-    # ... and it resumes from there.
-    again = build_pretraining(make_config(**{"run.max_steps": 4}))
-    assert again.start_step == 2
-    assert again.fit().step == 4
+    steps = [r["step"] for r in read_log(first.run.output_dir, "step")]
+    assert steps == list(range(1, 11))  # one consistent story: no step of the wild run left
+
+
+def test_a_non_finite_run_before_any_save_writes_no_checkpoint(make_config):
+    cfg = make_config(**{"optim.lr": 1e10})
+    result = run_pretraining(cfg)
+    assert result.status == "non_finite" and result.step is None
+    assert "no checkpoint was saved before it" in result.error
+    assert not (Path(cfg.run.output_dir) / "checkpoint.pth").exists()
+
+
+def test_kept_checkpoints_roll_back_to_the_last_confirmed_one(tmp_path):
+    kept = KeptCheckpoints(tmp_path)
+    kept.save({"step": 1})
+    kept.confirm()
+    kept.save({"step": 2})  # unconfirmed: step 1 stays beside it
+    assert load_checkpoint(tmp_path / "checkpoint.previous.pth")["step"] == 1
+    kept.save({"step": 3})  # still unconfirmed: the confirmed step 1 is what stays
+    assert kept.roll_back() == 1
+    assert load_checkpoint(tmp_path / "checkpoint.pth")["step"] == 1
+    kept.save({"step": 4})
+    kept.confirm()
+    assert not (tmp_path / "checkpoint.previous.pth").exists()
+    assert KeptCheckpoints(tmp_path).roll_back() == 4  # nothing older to go back to
 
 
 def test_existing_checkpoint_is_not_overwritten_without_resume(make_config):

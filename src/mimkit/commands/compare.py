@@ -11,6 +11,7 @@ from pathlib import Path
 from mimkit.commands.argtypes import positive_int
 from mimkit.config import parse_override
 from mimkit.errors import ConfigError
+from mimkit.folder_lock import FolderLock
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -130,35 +131,36 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(grid_table(runs, cc))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_config.yaml").write_text(read_compare_file_text(args.config)[0])
-    t0 = time.perf_counter()
-    notes: list[str] = []
-    status = 0
-    if not args.report_only:
-        rep = run_grid(
-            cc,
-            runs,
-            launcher=args.launcher,
-            nproc_per_node=args.nproc_per_node,
-            echo=lambda line: print(line, flush=True),
-        )
-        for name, msg in rep.failed.items():
-            notes.append(f"run {name} failed: {msg}")
-        if rep.interrupted:
-            status = 130
-        elif rep.failed:
-            status = 1
-        minutes = (time.perf_counter() - t0) / 60
-        print(
-            f"mimkit compare: {len(rep.trained)} runs trained/evaluated, {len(rep.skipped)} "
-            f"skipped, {len(rep.failed)} failed in {minutes:.1f} min",
-            flush=True,
-        )
-    report = write_report(cc, grid, out, notes)
-    print()
-    print(report.markdown)
-    print("wrote " + ", ".join(str(f) for f in report.files))
-    if status == 130:
-        print("mimkit compare: interrupted; rerun the same command to resume.", file=sys.stderr)
-    return status
+    # One compare per output folder: a second one would train the same runs twice.
+    with FolderLock(out, purpose="compare"):
+        (out / "compare_config.yaml").write_text(read_compare_file_text(args.config)[0])
+        t0 = time.perf_counter()
+        notes: list[str] = []
+        status = 0
+        if not args.report_only:
+            rep = run_grid(
+                cc,
+                runs,
+                launcher=args.launcher,
+                nproc_per_node=args.nproc_per_node,
+                echo=lambda line: print(line, flush=True),
+            )
+            for name, msg in rep.failed.items():
+                notes.append(f"run {name} failed: {msg}")
+            if rep.interrupted:
+                status = 130
+            elif rep.failed:
+                status = 1
+            minutes = (time.perf_counter() - t0) / 60
+            print(
+                f"mimkit compare: {len(rep.trained)} runs trained/evaluated, {len(rep.skipped)} "
+                f"skipped, {len(rep.failed)} failed in {minutes:.1f} min",
+                flush=True,
+            )
+        report = write_report(cc, grid, out, notes)
+        print()
+        print(report.markdown)
+        print("wrote " + ", ".join(str(f) for f in report.files))
+        if status == 130:
+            print("mimkit compare: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return status

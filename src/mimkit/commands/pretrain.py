@@ -110,11 +110,8 @@ def run(args: argparse.Namespace) -> int:
         cfg, resume=not args.no_resume, resume_from=args.resume, on_start=announce
     )
     if result.status == "non_finite":
-        print(
-            f"mimkit pretrain: error: {result.error}; the last good state is in "
-            f"{result.checkpoint} (lower the learning rate and resume)",
-            file=sys.stderr,
-        )
+        if result.is_main:
+            print(f"mimkit pretrain: error: {result.error}", file=sys.stderr)
         return 3
     if result.status == "stopped":
         if result.is_main:

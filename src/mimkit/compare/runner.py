@@ -98,7 +98,7 @@ def pretrain_inprocess(run: RunSpec) -> None:
 
     result = run_pretraining(run.config)
     if result.status == "non_finite":
-        raise RunFailed(f"non-finite loss: {result.error}")
+        raise RunFailed(result.error or "non-finite values")
     if result.status == "stopped":
         raise CompareInterrupted(f"stopped during {run.name} at step {result.step}")
     if result.status != "finished":

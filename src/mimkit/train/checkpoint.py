@@ -15,32 +15,53 @@ from typing import Any
 
 import torch
 
-from mimkit.errors import CheckpointError, ConfigError
+from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
 
 LATEST = "checkpoint.pth"
+PREVIOUS = "checkpoint.previous.pth"  # the one before LATEST, until LATEST is known good
+TMP_MARK = ".tmp-"  # .NAME.tmp-PID: a save in progress (or killed mid-way)
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` through a temporary file; on any failure (a full disk
+    included) the previous file at ``path`` is untouched and the error is one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A file object, not a path: torch then raises the OSError itself (ENOSPC included)
+        # instead of a bare "unexpected pos" from its C++ writer.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = "; the previous checkpoint is kept" if path.is_file() else ""
+        raise OutputError(f"{output_error(path, err, 'cannot save')}{kept}") from None
     finally:
-        if tmp.exists():
+        if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.checkpoint*.pth.tmp-PID`` files that killed saves left in ``folder``.
+
+    Call it only while holding the folder's lock: then no other process is saving there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(folder.glob(f".checkpoint*.pth{TMP_MARK}*"))
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
 def keep_copy(path: str | Path, name: str) -> Path:
-    """Copy a finished checkpoint under another name (e.g. per-epoch history), atomically."""
-    path = Path(path)
-    dest = path.with_name(name)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, dest)
+    """Keep a finished checkpoint under another name too (e.g. per-epoch history)."""
+    dest = Path(path).with_name(name)
+    _keep_as(Path(path), dest)
     return dest
 
 
@@ -57,6 +78,66 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dictionary")
     return state
+
+
+class KeptCheckpoints:
+    """``checkpoint.pth``, plus the checkpoint before it until the newest is known good.
+
+    A state with finite weights can still be ruined (one huge step): its very next training
+    step is then not finite. So a new checkpoint is *unconfirmed* until a training step from
+    it has passed the finiteness checks (:meth:`confirm`); until then the one before it stays
+    as ``checkpoint.previous.pth``, and :meth:`roll_back` puts it back.
+    Only the main process touches the files (``enabled``).
+    """
+
+    def __init__(self, folder: str | Path, enabled: bool = True) -> None:
+        self.latest = Path(folder) / LATEST
+        self.previous = Path(folder) / PREVIOUS
+        self.enabled = enabled
+        # A previous file left by an earlier process: the latest was never confirmed.
+        self.confirmed = not (enabled and self.previous.is_file())
+
+    def save(self, state: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.confirmed and self.latest.is_file():
+            _keep_as(self.latest, self.previous)
+        save_atomic(state, self.latest)
+        self.confirmed = False
+
+    def confirm(self) -> None:
+        """A training step from the latest checkpoint was finite: the previous can go."""
+        if self.enabled and not self.confirmed:
+            self.previous.unlink(missing_ok=True)
+        self.confirmed = True
+
+    def roll_back(self) -> int | None:
+        """The latest checkpoint led straight to non-finite values: put the previous one
+        back. Returns the step of the checkpoint now in place (None: there is none)."""
+        if self.enabled and not self.confirmed and self.previous.is_file():
+            os.replace(self.previous, self.latest)
+            self.confirmed = True
+        if not self.latest.is_file():
+            return None
+        return int(load_checkpoint(self.latest)["step"])
+
+
+def _keep_as(src: Path, dest: Path) -> None:
+    """``dest`` becomes (atomically) the file ``src`` is now: a hard link where the file
+    system has them, else a copy. A link is safe: checkpoints are only ever replaced
+    (``os.replace``), never changed in place."""
+    tmp = dest.with_name(f".{dest.name}{TMP_MARK}{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as err:
+        raise output_error(dest, err, "cannot save") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

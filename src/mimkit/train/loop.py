@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mimkit import __version__
 from mimkit.config import PretrainConfig
 from mimkit.errors import CheckpointError, MimkitError
+from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import TrainData
 from mimkit.train.distributed import DistInfo, barrier
@@ -38,7 +39,8 @@ from mimkit.train.signals import StopFlag
 
 
 class NonFiniteLossError(MimkitError):
-    """The loss became NaN or infinite; the last good state was saved."""
+    """The loss, the gradients or the weights became NaN or infinite. The step was not
+    applied, and the checkpoint in place is the last one known good."""
 
 
 @dataclass
@@ -60,6 +62,17 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
 
+def _tensors(tree: Any) -> list[Tensor]:
+    """Every tensor in nested dicts / lists (a checkpoint state)."""
+    if isinstance(tree, Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _tensors(v)]
+    if isinstance(tree, (list, tuple)):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
 class TrainLoop:
     def __init__(
         self,
@@ -71,6 +84,7 @@ class TrainLoop:
         device: torch.device,
         hooks: Sequence[EpochHook] = (),
         resume_from: Path | None = None,
+        lock: FolderLock | None = None,
     ) -> None:
         self.cfg, self.method, self.data, self.schedules = cfg, method, data, schedules
         self.dist, self.device, self.hooks = dist, device, list(hooks)
@@ -83,13 +97,17 @@ class TrainLoop:
         self.amp_dtype = amp_dtype(cfg.run.amp, device)
         fp16 = self.amp_dtype is torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.lock = lock  # the output folder's, held until close()
         self.start_step = 0
+        self.kept = ckpt.KeptCheckpoints(self.out, dist.is_main)
+        self.last_saved: int | None = None  # the step OUTPUT_DIR/checkpoint.pth holds
         if resume_from is not None:
             self._load(resume_from)
+            if resume_from.resolve() == self.kept.latest.resolve():
+                self.last_saved = self.start_step
         self.logger = RunLogger(self.out, dist.is_main, cfg.run.tensorboard)
         self.logger.truncate_after(self.start_step)
         self.stop = StopFlag()
-        self.last_saved = self.start_step
 
     # -- checkpoints --------------------------------------------------------------------
     def state(self, step: int) -> dict[str, Any]:
@@ -121,9 +139,13 @@ class TrainLoop:
         self.start_step = int(state["step"])
 
     def save(self, step: int) -> Path:
+        """Save the state after ``step`` steps, unless a weight is not finite: then the last
+        checkpoint stays and NonFiniteLossError says which step it holds."""
         path = self.out / ckpt.LATEST
+        if not self._state_finite():  # the same weights on every rank: all stop together
+            raise self._non_finite(f"non-finite weights after step {step}")
         if self.dist.is_main:
-            ckpt.save_atomic(self.state(step), path)
+            self.kept.save(self.state(step))
         self.last_saved = step
         barrier()
         return path
@@ -144,21 +166,49 @@ class TrainLoop:
         with self._autocast():
             out = self.method.train_step(crops, step, seed)
         stats = {"loss": out.loss.detach().float(), **out.stats}
-        # One host sync per step, for the log and the finiteness check together.
-        values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
-        if not math.isfinite(values["loss"]):
-            raise NonFiniteLossError(f"non-finite loss {values['loss']} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         self.scaler.unscale_(self.optimizer)
-        if self.cfg.optim.clip_grad > 0:
-            nn.utils.clip_grad_norm_(self.method.trainable().parameters(), self.cfg.optim.clip_grad)
+        # The global gradient norm (clip_grad 0: measured, not clipped) for the finiteness check.
+        stats["grad_norm"] = nn.utils.clip_grad_norm_(
+            self.method.trainable().parameters(), self.cfg.optim.clip_grad or math.inf
+        )
+        # One host sync per step, for the log and the finiteness checks together.
+        values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
+        self._check_step_finite(values, step)
         self.method.before_optimizer_step(step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_optimizer_step(step)
         values.update(lr=lr, wd=wd, **out.scalars)
         return StepResult(values, out.assign)
+
+    # -- non-finite values ----------------------------------------------------------------
+    def _check_step_finite(self, values: dict[str, float], step: int) -> None:
+        """Stop before applying a step whose loss or gradients are not finite. Under fp16 loss
+        scaling, infinite gradients are the scaler's business (it skips the step)."""
+        if not math.isfinite(values["loss"]):
+            raise self._non_finite(f"non-finite loss {values['loss']} at step {step}", step)
+        if not self.scaler.is_enabled() and not math.isfinite(values["grad_norm"]):
+            raise self._non_finite(f"non-finite gradient norm at step {step}", step)
+
+    def _state_finite(self) -> bool:
+        tensors = [t for t in _tensors(self.method.checkpoint_state()) if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _non_finite(self, what: str, step: int | None = None) -> NonFiniteLossError:
+        """The error for non-finite values met at ``step`` (None: while saving). When the
+        checkpoint holds that very step's state, that state is what failed: roll back."""
+        if step is not None and step == self.last_saved and self.dist.is_main:
+            self.last_saved = self.kept.roll_back()  # (the message is the main process's)
+        step = self.last_saved
+        kept = (
+            f"{self.kept.latest} from step {step} (epoch {step / self.steps_per_epoch:g}) "
+            "is kept; lower the learning rate (--lr) and rerun to resume from it"
+            if step is not None
+            else "no checkpoint was saved before it; lower the learning rate (--lr) and rerun"
+        )
+        return NonFiniteLossError(f"{what}; {kept}")
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -210,8 +260,9 @@ class TrainLoop:
                 result = self.train_step(crops, step)
             except NonFiniteLossError:
                 bar.close()
-                self.save(step)  # the state before this step is still good
-                raise
+                raise  # the last checkpoint known good stays (see _non_finite)
+            if step == self.last_saved:
+                self.kept.confirm()  # a finite step from the saved state: it is good
             step += 1
             count += 1
             for k, v in result.values.items():
@@ -266,4 +317,7 @@ class TrainLoop:
         return result
 
     def close(self) -> None:
+        """End of the run: close the logs and free the output folder for the next run."""
         self.logger.close()
+        if self.lock is not None:
+            self.lock.release()

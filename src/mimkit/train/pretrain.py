@@ -14,10 +14,12 @@ import torch
 
 from mimkit.config import PretrainConfig
 from mimkit.devices import resolve_device
+from mimkit.errors import OutputError
 from mimkit.evaluate.online import OnlineKnnHook
+from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import build_train_data
-from mimkit.train.distributed import init_distributed
+from mimkit.train.distributed import DistInfo, from_main, init_distributed
 from mimkit.train.loop import NonFiniteLossError, TrainLoop
 from mimkit.train.meta_arch import IBOTMetaArch
 from mimkit.train.schedules import Schedules
@@ -29,7 +31,7 @@ FINAL_KNN_FILE = "knn_final.json"
 @dataclass
 class PretrainResult:
     status: str  # finished, max_steps, stopped (signal) or non_finite (loss; last good state kept)
-    step: int  # the step the checkpoint holds
+    step: int | None  # the step the checkpoint holds (None: non_finite before any save)
     steps_per_epoch: int
     output_dir: Path
     is_main: bool  # this process writes files and prints
@@ -80,10 +82,33 @@ def build_pretraining(
     device = resolve_device(run.device, dist.local_rank if dist.enabled else None)
     if run.threads:
         torch.set_num_threads(run.threads)
-    data = build_train_data(cfg, dist)
-    schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
-    method = IBOTMetaArch(cfg, schedules, device)
-    return TrainLoop(cfg, method, data, schedules, dist, device, [knn_hook(cfg)], source)
+    lock = lock_output_dir(Path(run.output_dir), dist)
+    try:
+        data = build_train_data(cfg, dist)
+        schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
+        method = IBOTMetaArch(cfg, schedules, device)
+        hooks = [knn_hook(cfg)]
+        return TrainLoop(cfg, method, data, schedules, dist, device, hooks, source, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def lock_output_dir(out: Path, dist: DistInfo) -> FolderLock:
+    """Rank 0 locks the output folder for the whole run (other ranks hold an unlocked
+    handle); every rank learns whether that worked, so that all stop together or none."""
+    lock = FolderLock(out)
+    failure: OutputError | None = None
+    if dist.is_main:
+        try:
+            lock.acquire()
+            ckpt.remove_stale_temporaries(out)  # safe: no other run saves here now
+        except OutputError as err:
+            failure = err
+    message = from_main(None if failure is None else str(failure))
+    if message is not None:
+        raise failure or OutputError(message)
+    return lock
 
 
 def run_pretraining(
