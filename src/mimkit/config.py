@@ -11,11 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from mimkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11 on
 
 
 @dataclass
@@ -116,21 +119,16 @@ class RunConfig:
     init_key: str = "teacher"  # which network of a two-network checkpoint to start from
 
 
-@dataclass
-class PretrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+class SectionedConfig:
+    """Base of a config made of dataclass sections (``model``, ``data``, ... each a dataclass):
+    a plain dict out, and back in with unknown sections or fields refused."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) so it survives YAML and weights_only loading."""
         return _plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+    def from_dict(cls, data: dict[str, Any] | None) -> Self:
         cfg = cls()
         for section, values in (data or {}).items():
             if section not in _sections(cfg):
@@ -142,7 +140,17 @@ class PretrainConfig:
         return cfg
 
 
-def _sections(cfg: PretrainConfig) -> list[str]:
+@dataclass
+class PretrainConfig(SectionedConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _sections(cfg: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cfg)]
 
 
@@ -190,7 +198,7 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
     raise ConfigError(f"{path} has the wrong type: {value!r}")
 
 
-def set_field(cfg: PretrainConfig, path: str, value: Any) -> None:
+def set_field(cfg: Any, path: str, value: Any) -> None:
     parts = path.split(".")
     if len(parts) != 2:
         raise ConfigError(f"config key {path!r} must look like section.field")
@@ -214,25 +222,33 @@ def parse_override(text: str) -> tuple[str, Any]:
 SHIPPED_CONFIGS = "mimkit.configs"
 
 
-def shipped_config_names() -> list[str]:
+def _shipped_folder(folder: str | None) -> Any:
+    root = resources.files(SHIPPED_CONFIGS)
+    return root / folder if folder else root
+
+
+def shipped_config_names(folder: str | None = None) -> list[str]:
+    """Names of the YAML configs shipped in ``mimkit/configs`` (or its sub-``folder``)."""
     return sorted(
         p.name.removesuffix(".yaml")
-        for p in resources.files(SHIPPED_CONFIGS).iterdir()
+        for p in _shipped_folder(folder).iterdir()
         if p.name.endswith(".yaml")
     )
 
 
-def read_config_file(name_or_path: str) -> dict[str, Any]:
-    """Read a YAML config from a path, or by the name of a config shipped with mimkit."""
+def read_config_file(name_or_path: str, folder: str | None = None) -> dict[str, Any]:
+    """Read a YAML config from a path, or by the name of a config shipped with mimkit (in
+    ``mimkit/configs``, or its sub-``folder`` such as ``finetune``)."""
     path = Path(name_or_path)
     if path.is_file():
         text = path.read_text()
     else:
-        shipped = resources.files(SHIPPED_CONFIGS) / f"{name_or_path.removesuffix('.yaml')}.yaml"
+        name = f"{name_or_path.removesuffix('.yaml')}.yaml"
+        shipped = _shipped_folder(folder) / name
         if not shipped.is_file():
             raise ConfigError(
                 f"config {name_or_path!r} is neither a file nor a shipped config "
-                f"({', '.join(shipped_config_names())})"
+                f"({', '.join(shipped_config_names(folder))})"
             )
         text = shipped.read_text()
     try:
@@ -244,12 +260,22 @@ def read_config_file(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def load_config(name_or_path: str | None, overrides: list[tuple[str, Any]] = ()) -> PretrainConfig:
-    cfg = (
-        PretrainConfig.from_dict(read_config_file(name_or_path))
-        if name_or_path
-        else PretrainConfig()
-    )
+Sectioned = TypeVar("Sectioned", bound=SectionedConfig)
+
+
+def load_sections(
+    cls: type[Sectioned],
+    name_or_path: str | None,
+    overrides: list[tuple[str, Any]] = (),
+    folder: str | None = None,
+) -> Sectioned:
+    """A ``cls`` config from a YAML file or shipped name (None: the defaults), then the
+    ``section.field`` overrides in order."""
+    cfg = cls.from_dict(read_config_file(name_or_path, folder)) if name_or_path else cls()
     for key, value in overrides:
         set_field(cfg, key, value)
     return cfg
+
+
+def load_config(name_or_path: str | None, overrides: list[tuple[str, Any]] = ()) -> PretrainConfig:
+    return load_sections(PretrainConfig, name_or_path, overrides)

@@ -56,3 +56,11 @@ def parse_subset(text: str | None) -> float | int | None:
             f"--subset {text!r}: give a count per class (20), a fraction (0.2) "
             "or a percentage (20%)"
         ) from None
+
+
+def subset_arg(text: str) -> float | int:
+    """argparse type for ``--subset``: :func:`parse_subset` with argparse's one-line error."""
+    try:
+        return parse_subset(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from mimkit.config import load_config, parse_override
+from mimkit.commands.config_args import Flags, add_config_arguments, config_overrides
+from mimkit.config import load_config
 
 if TYPE_CHECKING:
     from mimkit.train.loop import TrainLoop
 
 # flag -> config path; each is also settable as --set section.field=value
-FLAGS: dict[str, tuple[str, type, str]] = {
+FLAGS: Flags = {
     "--data": ("data.dataset", str, "data set: embedded, a folder, cifar10:DIR, ..."),
     "--subset": ("data.subset", float, "per-class subset: fraction < 1 or count >= 1"),
     "--output-dir": ("run.output_dir", str, "where checkpoints and logs go"),
@@ -42,48 +43,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="pretrain a ViT with iBOT and the chosen masking strategies",
         description="Pretrain a ViT with iBOT. Resumes automatically from OUTPUT_DIR.",
     )
-    p.add_argument(
-        "--config",
-        default="fashion_mnist_vit_mini",
-        help="YAML file, or the name of a shipped config (default: %(default)s)",
-    )
+    add_config_arguments(p, FLAGS, "fashion_mnist_vit_mini")
     p.add_argument(
         "--mask",
         nargs="+",
         metavar="STRATEGY",
         help="one strategy per global crop (or one for all), e.g. high@raw:11 high@raw:4",
     )
-    for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument(flag, type=kind, help=text)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config field, e.g. --set optim.warmup_epochs=1",
-    )
-    p.add_argument(
-        "--resume",
-        metavar="CHECKPOINT",
-        help="continue from this checkpoint (default: OUTPUT_DIR/checkpoint.pth when present)",
-    )
-    p.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="refuse to reuse an output dir that holds a checkpoint (default: resume it)",
-    )
     p.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation at the end")
     p.set_defaults(run=run)
 
 
 def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    overrides = [parse_override(text) for text in args.set]
+    overrides = config_overrides(args, FLAGS)
     if args.mask:
         overrides.append(("masking.strategies", list(args.mask)))
-    for flag, (path, _, _) in FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            overrides.append((path, value))
     if args.no_knn:
         overrides.append(("run.final_knn", False))
     return overrides

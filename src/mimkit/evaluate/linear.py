@@ -57,24 +57,39 @@ def scaled_lr(batch_size: int, base_lr: float = 0.003) -> float:
 
 
 @torch.no_grad()
-def _accuracy(
-    head: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_classes: int
-) -> dict[str, float]:
-    head.eval()
-    n = c1 = c5 = 0
-    loss = 0.0
+def accuracy_counts(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+    """Sums over ``(x, y)`` batches: ``[images, top-1 hits, top-5 hits, cross-entropy]``.
+
+    A float64 tensor on the logits' device, so that processes can all-reduce it; nothing is
+    copied to the host per batch.
+    """
+    totals = torch.zeros(4, dtype=torch.float64)
     for x, y in batches:
-        logits = head(x)
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        kk = min(5, num_classes)
-        pred = logits.topk(kk, dim=1).indices
-        c1 += int((pred[:, 0] == y).sum())
-        c5 += int((pred == y[:, None]).any(dim=1).sum())
-        n += y.numel()
+        logits = model(x).float()
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        row = torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), loss]).double()
+        totals = totals.to(row.device)
+        totals[0] += y.numel()
+        totals[1:] += row
+    return totals
+
+
+def accuracy_percent(counts: Tensor, num_classes: int) -> dict[str, float]:
+    """Top-1 (and top-5 above 5 classes) in percent and the mean loss, from
+    :func:`accuracy_counts`."""
+    n, c1, c5, loss = (float(v) for v in counts.cpu())
     out = {"top1": 100.0 * c1 / max(n, 1), "loss": loss / max(n, 1)}
     if num_classes > 5:
         out["top5"] = 100.0 * c5 / max(n, 1)
     return out
+
+
+def _accuracy(
+    head: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_classes: int
+) -> dict[str, float]:
+    head.eval()
+    return accuracy_percent(accuracy_counts(head, batches), num_classes)
 
 
 def _fit(

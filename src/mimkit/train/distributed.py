@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mimkit.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -36,6 +38,17 @@ def init_distributed(device_kind: str) -> DistInfo:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def start_process(device: str, threads: int | None = None) -> tuple[DistInfo, torch.device]:
+    """This process's place in a torchrun job (or alone) and its device: under torchrun, a
+    bare ``cuda`` (or ``auto`` with CUDA) means the GPU of this process's local rank."""
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    dist_info = init_distributed("cuda" if on_cuda else "cpu")
+    dev = resolve_device(device, dist_info.local_rank if dist_info.enabled else None)
+    if threads:
+        torch.set_num_threads(threads)
+    return dist_info, dev
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from mimkit.train.metrics import ari, nmi
 from mimkit.train.optim import build_optimizer, set_hyperparameters
 from mimkit.train.sampling import mix_seed
 from mimkit.train.schedules import Schedules
-from mimkit.train.signals import StopFlag
+from mimkit.train.signals import StopFlag, saving_notice
 
 
 class NonFiniteLossError(MimkitError):
@@ -71,6 +71,13 @@ def _tensors(tree: Any) -> list[Tensor]:
     if isinstance(tree, (list, tuple)):
         return [t for v in tree for t in _tensors(v)]
     return []
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device`` (from :func:`amp_dtype`); None: full precision."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class TrainLoop:
@@ -152,9 +159,7 @@ class TrainLoop:
 
     # -- one step -----------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def train_step(self, crops: list[Tensor], step: int) -> StepResult:
         """Forward, backward, optimiser step and the method's after-step update."""
@@ -223,11 +228,7 @@ class TrainLoop:
         step, status = self.start_step, "ok"
         self.method.train()
 
-        def announce() -> None:
-            if self.dist.is_main:
-                print("\nmimkit: stopping after this step and saving a checkpoint...", flush=True)
-
-        with self.stop.installed(announce):
+        with self.stop.installed(saving_notice(self.dist.is_main)):
             while step < last and status == "ok":
                 epoch, start_batch = divmod(step, self.steps_per_epoch)
                 step, status = self._run_epoch(epoch, start_batch, last)

@@ -8,15 +8,19 @@ from torch import nn
 NO_DECAY_NAMES = ("cls_token", "pos_embed", "masked_embed")
 
 
+def applies_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """Weight decay goes on weight matrices only: not on biases, norms or tokens."""
+    return not (
+        param.ndim <= 1 or name.endswith(".bias") or any(n in name for n in NO_DECAY_NAMES)
+    )
+
+
 def param_groups(model: nn.Module) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or any(n in name for n in NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        (decay if applies_weight_decay(name, p) else no_decay).append(p)
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
 
 

@@ -10,16 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mimkit.config import PretrainConfig
-from mimkit.devices import resolve_device
 from mimkit.errors import OutputError
 from mimkit.evaluate.online import OnlineKnnHook
 from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import build_train_data
-from mimkit.train.distributed import DistInfo, from_main, init_distributed
+from mimkit.train.distributed import DistInfo, from_main, start_process
 from mimkit.train.loop import NonFiniteLossError, TrainLoop
 from mimkit.train.meta_arch import IBOTMetaArch
 from mimkit.train.schedules import Schedules
@@ -76,13 +73,8 @@ def build_pretraining(
     checkpoint (else refuses to overwrite it), ``resume_from`` from that file instead."""
     validate_config(cfg)
     source = ckpt.resume_source(cfg.run.output_dir, resume, resume_from)
-    run = cfg.run
-    on_cuda = run.device.startswith("cuda") or (run.device == "auto" and torch.cuda.is_available())
-    dist = init_distributed("cuda" if on_cuda else "cpu")
-    device = resolve_device(run.device, dist.local_rank if dist.enabled else None)
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    lock = lock_output_dir(Path(run.output_dir), dist)
+    dist, device = start_process(cfg.run.device, cfg.run.threads)
+    lock = lock_output_dir(Path(cfg.run.output_dir), dist)
     try:
         data = build_train_data(cfg, dist)
         schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)

@@ -32,3 +32,13 @@ class StopFlag:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def saving_notice(is_main: bool) -> Callable[[], None]:
+    """The ``announce`` of a loop that saves when stopped: one line, from the main process."""
+
+    def announce() -> None:
+        if is_main:
+            print("\nmimkit: stopping after this step and saving a checkpoint...", flush=True)
+
+    return announce

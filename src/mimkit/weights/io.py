@@ -221,11 +221,17 @@ def _match_preset(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def build_backbone(cfg: dict[str, Any]) -> VisionTransformer:
+def build_backbone(cfg: dict[str, Any], drop_path_rate: float = 0.0) -> VisionTransformer:
     """A VisionTransformer for a config from :func:`resolve_config`."""
     arch = cfg.get("arch")
     if arch in PRESETS and cfg.get("mlp_ratio", 4.0) == 4.0 and cfg.get("qkv_bias", True):
-        model = build_vit(arch, cfg["img_size"], cfg["patch_size"], in_chans=cfg.get("in_chans", 3))
+        model = build_vit(
+            arch,
+            cfg["img_size"],
+            cfg["patch_size"],
+            drop_path_rate=drop_path_rate,
+            in_chans=cfg.get("in_chans", 3),
+        )
         if (model.embed_dim, model.depth, model.num_heads) == (
             cfg["embed_dim"],
             cfg["depth"],
@@ -241,6 +247,7 @@ def build_backbone(cfg: dict[str, Any]) -> VisionTransformer:
         num_heads=cfg["num_heads"],
         mlp_ratio=cfg.get("mlp_ratio", 4.0),
         qkv_bias=cfg.get("qkv_bias", True),
+        drop_path_rate=drop_path_rate,
     )
 
 
