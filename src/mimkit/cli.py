@@ -13,7 +13,15 @@ from mimkit import __version__
 from mimkit.errors import MimkitError, MimkitWarning
 
 # Each module in mimkit.commands provides ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS: tuple[str, ...] = ("pretrain", "knn", "linear", "export", "masks", "compare")
+COMMANDS: tuple[str, ...] = (
+    "pretrain",
+    "finetune",
+    "knn",
+    "linear",
+    "export",
+    "masks",
+    "compare",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

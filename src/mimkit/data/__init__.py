@@ -26,6 +26,7 @@ from mimkit.data.transforms import (
     MultiCropTransform,
     default_normalization,
     eval_transform,
+    finetune_transform,
     seed_worker,
     train_eval_transform,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "dataset_labels",
     "default_normalization",
     "eval_transform",
+    "finetune_transform",
     "image_folder_split",
     "num_classes",
     "parse_data_spec",

@@ -219,6 +219,45 @@ def train_eval_transform(
     )
 
 
+def finetune_transform(
+    img_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    flip_prob: float = 0.5,
+    randaug_ops: int = 2,
+    randaug_magnitude: int = 9,
+    erase_prob: float = 0.25,
+) -> T.Compose:
+    """Fine-tuning's training transform, the BEiT / iBOT recipe built from torchvision parts:
+    RandomResizedCrop (bicubic), flip, RandAugment, normalise, random erasing.
+
+    ``randaug_magnitude`` is on timm's 0-10 scale (``rand-m9`` = 9): torchvision's RandAugment
+    runs with 11 magnitude bins so that 9 gives the same strengths (shear 0.27, rotation 27
+    degrees ...). timm's magnitude noise (``mstd``) has no torchvision counterpart. Erased
+    boxes are filled with per-pixel normal noise (timm's "pixel" mode). 0 turns a part off.
+    """
+    ops: list = [
+        T.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=InterpolationMode.BICUBIC)
+    ]
+    if flip_prob > 0:
+        ops.append(T.RandomHorizontalFlip(flip_prob))
+    if randaug_ops > 0:
+        ops.append(
+            T.RandAugment(
+                num_ops=randaug_ops,
+                magnitude=randaug_magnitude,
+                num_magnitude_bins=11,
+                interpolation=InterpolationMode.BILINEAR,
+            )
+        )
+    ops.append(_normalize(mean, std))
+    if erase_prob > 0:
+        ops.append(T.RandomErasing(p=erase_prob, value="random"))
+    return T.Compose(ops)
+
+
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoader: seed ``random`` and ``numpy`` from torch's worker seed."""
     seed = torch.initial_seed() % 2**32

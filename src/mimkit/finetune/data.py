@@ -1,0 +1,77 @@
+"""Fine-tuning data: the (low-label) train split with the recipe's augmentations, seeded per
+(epoch, image) so that a resumed run sees the same views, and the val split for evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset, Subset
+
+from mimkit.data import (
+    build_dataset,
+    check_images,
+    dataset_labels,
+    default_normalization,
+    eval_transform,
+    finetune_transform,
+    num_classes,
+    validate_data_spec,
+)
+from mimkit.errors import DataError
+from mimkit.finetune.config import FinetuneConfig
+from mimkit.train.sampling import SeededViews
+
+
+@dataclass
+class FinetuneData:
+    train: Dataset  # images without transform (labels known without decoding)
+    views: SeededViews  # train images through the augmentations
+    val: Dataset  # images through the evaluation transform
+    num_classes: int
+
+
+def validate_data(cfg: FinetuneConfig) -> None:
+    """Both splits exist (reads no image)."""
+    d = cfg.data
+    validate_data_spec(d.dataset, "train")
+    validate_data_spec(d.val_dataset or d.dataset, "val")
+
+
+def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
+    d, a = cfg.data, cfg.augment
+    mean, std = default_normalization(d.dataset)
+    train = build_dataset(d.dataset, "train", subset=d.subset, on_bad_image=d.on_bad_image)
+    check_images(train)  # unreadable files fail (or warn) before training starts
+    val = build_dataset(
+        d.val_dataset or d.dataset,
+        "val",
+        eval_transform(img_size, mean, std),
+        subset=d.val_subset,
+        on_bad_image=d.on_bad_image,
+    )
+    classes = num_classes(train)
+    val_labels = dataset_labels(val)
+    if not val_labels:
+        raise DataError(f"the val split of {d.val_dataset or d.dataset} is empty")
+    if max(val_labels) >= classes:
+        raise DataError(
+            f"the val split has label {max(val_labels)} but the train split only {classes} classes"
+        )
+    transform = finetune_transform(
+        img_size,
+        mean,
+        std,
+        scale=tuple(a.crop_scale),
+        flip_prob=a.flip_prob,
+        randaug_ops=a.randaug_ops,
+        randaug_magnitude=a.randaug_magnitude,
+        erase_prob=a.erase_prob,
+    )
+    return FinetuneData(train, SeededViews(train, transform, cfg.run.seed), val, classes)
+
+
+def val_shard(val: Dataset, rank: int, world_size: int) -> Dataset:
+    """This process's share of the val split (every ``world_size``-th image)."""
+    if world_size == 1:
+        return val
+    return Subset(val, range(rank, len(val), world_size))

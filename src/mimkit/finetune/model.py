@@ -1,0 +1,91 @@
+"""The fine-tuned network: a pretrained (or random) backbone and a linear classifier on its
+CLS token, as iBOT fine-tunes (BEiT's code with ``--use_cls``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mimkit.errors import CheckpointError
+from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
+from mimkit.models import VisionTransformer, build_vit
+from mimkit.weights import (
+    build_backbone,
+    infer_vit_config,
+    load_backbone,
+    load_backbone_state,
+    resolve_config,
+)
+
+
+class Classifier(nn.Module):
+    """``backbone`` + ``nn.Linear`` on the final-norm CLS token.
+
+    The classifier starts near zero (trunc-normal std 0.02 times ``init_scale``) so that the
+    first steps do not send large gradients into the pretrained blocks. iBOT's mask token
+    is not used here and is frozen.
+    """
+
+    def __init__(self, backbone: VisionTransformer, num_classes: int, init_scale: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        with torch.no_grad():
+            self.head.weight.mul_(init_scale)
+        nn.init.zeros_(self.head.bias)
+        backbone.masked_embed.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images)[:, 0])
+
+
+@dataclass
+class InitWeights:
+    """Where the backbone comes from: its resolved file (or "random"), its shape and, for a
+    file, the backbone state dict to load."""
+
+    source: str
+    description: dict[str, Any]
+    state: dict[str, Tensor] | None
+
+
+def describe(backbone: VisionTransformer, arch: str | None) -> dict[str, Any]:
+    """The model description that checkpoints carry (what mimkit knn rebuilds it from)."""
+    desc = infer_vit_config(backbone.state_dict())
+    desc.update(arch=arch, num_heads=backbone.num_heads)
+    return desc
+
+
+def read_init(cfg: FinetuneConfig) -> InitWeights:
+    """Read the --init file (or take the random init's shape) without building the model."""
+    m, init = cfg.model, cfg.run.init
+    if init == RANDOM_INIT:
+        shape = describe(build_vit(m.arch, m.img_size, m.patch_size), m.arch)
+        return InitWeights(RANDOM_INIT, shape, None)
+    path = Path(str(init)).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"--init {init}: no such file (or give --init random)")
+    state, file_cfg = load_backbone_state(path, cfg.run.init_key)
+    desc = resolve_config(
+        state, file_cfg, arch=m.arch, img_size=m.img_size, patch_size=m.patch_size
+    )
+    return InitWeights(str(path.resolve()), desc, state)
+
+
+def build_classifier(
+    init: InitWeights, num_classes: int, cfg: FinetuneConfig
+) -> tuple[Classifier, list[str]]:
+    """The classifier with the --init weights loaded strictly; notes say what was adapted."""
+    torch.manual_seed(cfg.run.seed)  # same random parts for the same seed
+    backbone = build_backbone(init.description, drop_path_rate=cfg.model.drop_path_rate)
+    notes: list[str] = []
+    if init.state is not None:
+        # An explicit image size other than the file's resizes its position embedding.
+        notes = load_backbone(dict(init.state), backbone, interpolate_pos_embed=True)
+    model = Classifier(backbone, num_classes, cfg.model.head_init_scale)
+    return model, notes

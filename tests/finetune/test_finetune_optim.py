@@ -1,0 +1,74 @@
+"""Layer-wise LR decay and weight-decay groups of the fine-tuning optimiser."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimkit.finetune import Finetuner, layer_decay_groups, layer_id
+from mimkit.finetune.model import Classifier
+from mimkit.finetune.optim import set_learning_rate
+from mimkit.models import build_vit
+
+
+def _classifier(depth_arch: str = "vit_nano") -> Classifier:
+    return Classifier(build_vit(depth_arch, 16, 4), num_classes=10, init_scale=0.001)
+
+
+def test_layer_ids_follow_beit():
+    depth = 3
+    assert layer_id("backbone.cls_token", depth) == 0
+    assert layer_id("backbone.pos_embed", depth) == 0
+    assert layer_id("backbone.patch_embed.proj.weight", depth) == 0
+    assert layer_id("backbone.blocks.0.attn.qkv.weight", depth) == 1
+    assert layer_id("backbone.blocks.2.mlp.fc2.bias", depth) == 3
+    assert layer_id("backbone.norm.weight", depth) == 4
+    assert layer_id("head.weight", depth) == 4
+
+
+def test_every_parameter_gets_its_blocks_lr_scale():
+    model = _classifier()
+    groups = layer_decay_groups(model, depth=3, weight_decay=0.05, layer_decay=0.5)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    # Each block learns 0.5x as fast as the one above it; the head at the full rate.
+    assert scale["head.weight"] == scale["head.bias"] == scale["backbone.norm.weight"] == 1.0
+    assert scale["backbone.blocks.2.attn.qkv.weight"] == 0.5
+    assert scale["backbone.blocks.1.norm1.bias"] == 0.25
+    assert scale["backbone.blocks.0.mlp.fc1.weight"] == 0.125
+    for name in ("backbone.cls_token", "backbone.pos_embed", "backbone.patch_embed.proj.bias"):
+        assert scale[name] == 0.0625
+
+
+def test_weight_decay_is_on_weight_matrices_only():
+    model = _classifier()
+    groups = layer_decay_groups(model, depth=3, weight_decay=0.05, layer_decay=0.65)
+    decayed = {n for g in groups if g["weight_decay"] == 0.05 for n in g["param_names"]}
+    plain = {n for g in groups if g["weight_decay"] == 0.0 for n in g["param_names"]}
+    matrices = ["attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"]
+    expected = {"backbone.patch_embed.proj.weight", "head.weight"} | {
+        f"backbone.blocks.{i}.{m}" for i in range(3) for m in matrices
+    }
+    assert decayed == expected
+    everything = {n for n, _ in model.named_parameters()}
+    # The mask token is not used by fine-tuning: frozen and in no group.
+    assert plain == everything - expected - {"backbone.masked_embed"}
+    assert {"backbone.cls_token", "backbone.pos_embed", "head.bias"} <= plain
+    assert all(n.endswith(("bias", "token", "pos_embed")) or ".norm" in n for n in plain)
+
+
+def test_trainer_optimizer_uses_the_configured_decays(make_config):
+    trainer = Finetuner(make_config(**{"optim.layer_decay": 0.8, "optim.weight_decay": 0.1}))
+    trainer.logger.close()
+    set_learning_rate(trainer.optimizer, 1.0)
+    by_name = {
+        n: (g["lr"], g["weight_decay"])
+        for g in trainer.optimizer.param_groups
+        for n in g["param_names"]
+    }
+    assert by_name["head.weight"] == (1.0, 0.1)
+    assert by_name["backbone.blocks.0.attn.qkv.weight"] == pytest.approx((0.8**3, 0.1))
+    assert by_name["backbone.pos_embed"] == pytest.approx((0.8**4, 0.0))
+    # The schedule: linear warm-up over the first epoch, then cosine to min_lr.
+    peak = trainer.cfg.optim.lr * 8 / 256
+    assert trainer.learning_rate(0) == 0.0
+    assert trainer.learning_rate(trainer.steps_per_epoch) == pytest.approx(peak)
+    assert trainer.learning_rate(trainer.total_steps) == pytest.approx(trainer.cfg.optim.min_lr)

@@ -1,0 +1,122 @@
+"""End-to-end fine-tuning on real (small) images with a tiny ViT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from finetune_fixtures import stripes_folder
+
+from mimkit.cli import main
+from mimkit.finetune import Finetuner, finetune
+from mimkit.models import build_vit
+from mimkit.train.checkpoint import load_checkpoint
+from mimkit.train.logging import read_log
+
+
+def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_path):
+    data = stripes_folder(tmp_path / "stripes", per_class=32, val_per_class=16)
+    weights = tmp_path / "backbone.pth"
+    torch.manual_seed(1)
+    torch.save(build_vit("vit_nano", 16, 4).state_dict(), weights)
+    cfg = make_config(
+        **{
+            "run.init": str(weights),
+            "model.arch": None,
+            "model.img_size": None,
+            "model.patch_size": None,
+            "data.dataset": str(data),
+            "data.subset": None,
+            "data.val_subset": None,
+            "optim.batch_size": 16,
+            "optim.epochs": 15,
+            "optim.lr": 0.05,
+        }
+    )
+    result = finetune(cfg)
+    assert result["status"] == "finished"
+    summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert summary["num_classes"] == 2 and summary["num_train"] == 64
+    assert summary["model"]["arch"] == "vit_nano" and summary["init"] == str(weights)
+    assert len(summary["history"]) == 15
+    first, last = summary["history"][0], summary["last"]
+    assert last["epoch"] == 15 and last["val_top1"] >= 80  # chance: 50
+    assert last["train_loss"] < first["train_loss"] - 0.05
+    best = summary["best_optimistic"]
+    assert best["val_top1"] == max(r["val_top1"] for r in summary["history"])
+
+
+def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
+    full = make_config("full")
+    assert finetune(full)["step"] == 10
+
+    part = make_config("part")
+    trainer = Finetuner(part)
+    real_step = trainer.train_step
+
+    def step_then_ctrl_c(images, labels, step):
+        loss = real_step(images, labels, step)
+        if step == 2:  # a real SIGINT, mid-epoch: finish this step, save, stop
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+    stopped = trainer.fit()
+    trainer.logger.close()
+    assert stopped["status"] == "stopped" and stopped["step"] == 3
+    assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
+
+    resumed = finetune(make_config("part"))
+    assert resumed["status"] == "finished" and resumed["step"] == 10
+    a = read_log(full.run.output_dir, "step")
+    b = read_log(part.run.output_dir, "step")
+    assert [r["step"] for r in b] == list(range(1, 11))
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5, abs=1e-6)
+    ea, eb = read_log(full.run.output_dir, "epoch"), read_log(part.run.output_dir, "epoch")
+    for key in ("train_loss", "val_top1", "val_loss"):
+        assert [r[key] for r in ea] == pytest.approx([r[key] for r in eb], rel=1e-5, abs=1e-6)
+    wa = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["model"]
+    wb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["model"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_rerunning_a_finished_run_changes_nothing(make_config):
+    cfg = make_config(**{"optim.epochs": 1})
+    finetune(cfg)
+    before = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    again = finetune(make_config(**{"optim.epochs": 1}))
+    assert again["status"] == "finished" and again["step"] == before["step"]
+    assert len(read_log(cfg.run.output_dir, "epoch")) == 1
+
+
+def test_checkpoint_is_read_by_knn_with_its_model_key(make_config, tmp_path, capsys):
+    cfg = make_config(**{"optim.epochs": 1})
+    finetune(cfg)
+    ckpt = f"{cfg.run.output_dir}/checkpoint.pth"
+    rc = main(
+        ["knn", "--checkpoint", ckpt, "--checkpoint-key", "model", "--ks", "5"]
+        + ["--subset", "4", "--val-subset", "2", "--device", "cpu", "--quiet", "--no-cache"]
+    )
+    assert rc == 0
+    knn = json.loads((tmp_path / "run" / "knn.json").read_text())
+    assert knn["model"]["arch"] == "vit_nano" and knn["num_train"] == 40
+
+
+def test_command_line_run_prints_last_and_best(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(
+        ["finetune", "--init", "random", "--arch", "vit_nano", "--img-size", "16"]
+        + ["--patch-size", "4", "--subset", "4", "--val-subset", "2", "--epochs", "2"]
+        + ["--batch-size", "8", "--workers", "0", "--device", "cpu", "--output-dir", str(out)]
+        + ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "last  (epoch 2)" in text and "optimistic: chosen on val" in text
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+    assert set(summary["last"]) >= {"epoch", "val_top1", "val_top5", "train_loss"}
