@@ -85,3 +85,14 @@ def test_knn_cli_user_errors(ckpt, capsys, argv, msg):
     assert main([*base, *argv]) == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["knn", "linear"])
+def test_weights_with_nan_are_refused_before_evaluating(ckpt, tmp_path, capsys, command):
+    state = torch.load(ckpt, weights_only=True)
+    state["teacher"] = {k: v * float("nan") for k, v in state["teacher"].items()}
+    bad = tmp_path / "nan.pth"
+    torch.save(state, bad)
+    assert main([command, "--checkpoint", str(bad), *SMALL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hold NaN or infinite values" in err, err

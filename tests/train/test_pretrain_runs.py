@@ -67,6 +67,9 @@ def test_resume_replays_the_same_loss_curve(make_config):
     b = [r["loss"] for r in read_log(resumed.run.output_dir, "step")]
     assert len(a) == len(b) == 10
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    # One record per finished epoch; the resumed one says it averages over 2 steps, not 5.
+    epochs = [(r["epoch"], r["steps"]) for r in read_log(resumed.run.output_dir, "epoch")]
+    assert epochs == [(1, 2), (2, 5)]
     ta = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["teacher"]
     tb = load_checkpoint(f"{resumed.run.output_dir}/checkpoint.pth")["teacher"]
     for key in ta:
@@ -165,6 +168,8 @@ def test_checkpoints_keep_the_layout_of_earlier_versions(make_config):
         "epoch",
         "config",
         "mimkit_version",
+        "steps_per_epoch",  # added later, with world_size: files without them still resume
+        "world_size",
     }
     assert set(state["loss"]) == {"center", "center2"}
     for net in ("student", "teacher"):
@@ -182,3 +187,22 @@ def test_checkpoints_keep_the_layout_of_earlier_versions(make_config):
             "head.last_layer.parametrizations.weight.original1",
         } <= keys
     assert build_pretraining(make_config(**{"run.max_steps": 3})).start_step == 2
+
+
+def test_a_half_written_log_line_does_not_stop_a_resume(make_config):
+    cfg = make_config(**{"run.max_steps": 3})
+    run_pretraining(cfg)
+    log = Path(cfg.run.output_dir) / "log.jsonl"
+    with log.open("a") as f:
+        f.write('{"kind": "step", "step": 4, "lo')  # a kill in the middle of a write
+    assert [r["step"] for r in read_log(cfg.run.output_dir, "step")] == [1, 2, 3]
+    assert run_pretraining(make_config(**{"run.max_steps": 5})).step == 5
+    assert [r["step"] for r in read_log(cfg.run.output_dir, "step")] == [1, 2, 3, 4, 5]
+
+
+def test_resuming_with_another_batch_size_is_refused(make_config):
+    from mimkit.errors import CheckpointError
+
+    run_pretraining(make_config(**{"run.max_steps": 3}))
+    with pytest.raises(CheckpointError, match=r"5 steps per epoch \(batch size 8 x 1 .*has 2 "):
+        build_pretraining(make_config(**{"optim.batch_size": 16}))

@@ -132,7 +132,7 @@ def test_refuses_unreadable_and_missing(tmp_path):
         load_backbone_state(tmp_path / "nope.pth")
     bad = tmp_path / "junk.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
         load_backbone_state(bad)
 
 
@@ -180,3 +180,25 @@ def test_safetensors_without_metadata_infers_config(tmp_path):
         sd["cls_token"] = torch.zeros(1, 1, 60)
         torch.save(sd, tmp_path / "odd.pth")
         load_pretrained(tmp_path / "odd.pth")
+
+
+def test_python_objects_are_refused_in_one_line_with_a_way_out(tmp_path):
+    import argparse
+
+    p = tmp_path / "dino.pth"  # DINO's checkpoints hold their argparse options
+    torch.save({"args": argparse.Namespace(lr=0.1), "teacher": _nano().state_dict()}, p)
+    with pytest.raises(CheckpointError) as info:
+        load_backbone_state(p)
+    msg = str(info.value)
+    assert "\n" not in msg and "weights_only=False`" not in msg
+    assert "holds Python objects (such as argparse.Namespace) that mimkit will not unpickle" in msg
+    assert "keep its tensors with python -c" in msg and "mimkit export" in msg
+
+
+def test_weights_with_nan_are_refused(tmp_path):
+    sd = dict(_nano().state_dict())
+    sd["blocks.1.mlp.fc1.weight"] = sd["blocks.1.mlp.fc1.weight"].clone()
+    sd["blocks.1.mlp.fc1.weight"][0, 0] = float("nan")
+    torch.save(sd, tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match=r"1 of \d+ backbone tensors hold NaN .*blocks.1"):
+        load_backbone_state(tmp_path / "w.pth")

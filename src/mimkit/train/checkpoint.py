@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
+from mimkit.weights.safe_load import read_torch_file
 
 LATEST = "checkpoint.pth"
 PREVIOUS = "checkpoint.previous.pth"  # the one before LATEST, until LATEST is known good
@@ -69,12 +70,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which, in one line
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely: {err}".splitlines()[0]
-        ) from None
+    state = read_torch_file(path, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dictionary")
     return state

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mimkit.errors import DataError
+
 
 class RunLogger:
     def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool) -> None:
@@ -30,24 +32,35 @@ class RunLogger:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records past the checkpoint so the log tells one consistent story."""
+        """On resume, drop records past the checkpoint so the log tells one consistent story
+        (and a line a killed run left half-written)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [r for r in _records(self.path) if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a log file. A kill can cut the last line short: it is ignored;
+    a broken line anywhere else is a DataError naming it."""
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for n, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                break
+            raise DataError(f"{path} line {i} is not a JSON record") from None
+    return records
+
+
 def read_log(output_dir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
     path = Path(output_dir) / "log.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if kind is None or r["kind"] == kind]
+    return [r for r in _records(path) if kind is None or r["kind"] == kind]

@@ -124,6 +124,8 @@ class TrainLoop:
             "scaler": self.scaler.state_dict(),
             "step": step,
             "epoch": step // self.steps_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.dist.world_size,
             "config": self.cfg.to_dict(),
             "mimkit_version": __version__,
         }
@@ -136,6 +138,7 @@ class TrainLoop:
                 f"{path} was trained with another model config ({saved}); "
                 "use its config or another --output-dir"
             )
+        self._check_same_epochs(path, state)
         try:
             self.method.load_checkpoint_state(state)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -144,6 +147,24 @@ class TrainLoop:
             msg = f"{path} does not match this run: {err}".splitlines()[0]
             raise CheckpointError(msg) from None
         self.start_step = int(state["step"])
+
+    def _check_same_epochs(self, path: Path, state: dict[str, Any]) -> None:
+        """A step count means the same epoch only at the same steps per epoch: resuming with
+        another batch size (or number of processes, or data) would move epochs and schedules."""
+        saved_batch = state.get("config", {}).get("optim", {}).get("batch_size")
+        saved_world = state.get("world_size", 1)
+        saved_spe = state.get("steps_per_epoch", self.steps_per_epoch)
+        now_batch, now_world = self.data.batch_size, self.dist.world_size
+        if saved_batch is None:
+            return  # not a mimkit training checkpoint: the load below says what is wrong
+        if (saved_batch, saved_world, saved_spe) == (now_batch, now_world, self.steps_per_epoch):
+            return
+        raise CheckpointError(
+            f"{path} was trained at {saved_spe} steps per epoch (batch size {saved_batch} x "
+            f"{saved_world} process(es)); this run has {self.steps_per_epoch} (batch size "
+            f"{now_batch} x {now_world}): resume with the same batch size, processes and data, "
+            "or choose another --output-dir"
+        )
 
     def save(self, step: int) -> Path:
         """Save the state after ``step`` steps, unless a weight is not finite: then the last
@@ -282,16 +303,16 @@ class TrainLoop:
                 status = "stopped"
                 break
         bar.close()
-        if count == 0:
-            return step, status
+        if step != (epoch + 1) * self.steps_per_epoch:
+            return step, status  # a part of an epoch has step records only, no epoch record
         means = {k: v / count for k, v in sums.items()}
         means["images_per_s"] = count * b / max(time.perf_counter() - t0, 1e-9)
         if assigns:
             y, c = torch.cat(labels).numpy(), torch.cat(assigns).numpy()
             means["nmi"], means["ari"] = nmi(y, c), ari(y, c)
-        if step == (epoch + 1) * self.steps_per_epoch:
-            self._end_epoch(epoch + 1, means)
-        self.logger.log("epoch", step, {"epoch": epoch + 1, **means})
+        self._end_epoch(epoch + 1, means)
+        # "steps": how many steps the means cover (fewer when this epoch was resumed mid-way).
+        self.logger.log("epoch", step, {"epoch": epoch + 1, "steps": count, **means})
         if self.dist.is_main and run.progress:
             keys = ("loss", *self.method.progress_keys, "nmi", "knn_top1")
             shown = ", ".join(f"{k} {means[k]:.4g}" for k in keys if k in means)

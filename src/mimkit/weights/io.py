@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from mimkit.errors import CheckpointError, ConfigError
 from mimkit.models import PRESETS, VisionTransformer, build_vit
+from mimkit.weights.safe_load import read_torch_file
 
 # Heads per embed dim of the usual ViT sizes (all presets agree; timm uses the same).
 HEADS_BY_DIM: dict[int, int] = {p.embed_dim: p.num_heads for p in PRESETS.values()}
@@ -29,17 +29,6 @@ HEADS_BY_DIM.update({192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16})
 
 CONFIG_KEYS = ("arch", "img_size", "patch_size", "embed_dim", "depth", "num_heads")
 _INT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "in_chans")
-
-
-def _read_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: cannot read it as a weights file with torch.load(weights_only=True) "
-            f"({first[:200]})"
-        ) from None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -104,7 +93,7 @@ def load_backbone_state(
             raise CheckpointError(f"{p}: not a readable safetensors file ({err})") from None
         config = _config_from_metadata(meta)
     else:
-        obj = _read_torch(p)
+        obj = read_torch_file(p)
         if _is_state_dict(obj):
             sd = obj
         elif isinstance(obj, dict):
@@ -126,6 +115,12 @@ def load_backbone_state(
     sd = _strip_backbone(sd)
     if not sd:
         raise CheckpointError(f"{p}: no backbone weights found (key {checkpoint_key!r})")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{p}: {len(bad)} of {len(sd)} backbone tensors hold NaN or infinite values "
+            f"(first: {bad[0]}); these weights cannot give features"
+        )
     return sd, config
 
 
