@@ -61,9 +61,10 @@ class DataConfig:
 class MaskingConfig:
     strategies: list[str] = field(default_factory=lambda: ["block"])
     ratio: tuple[float, float] = (0.1, 0.5)
-    ratio_per: str = "image"
+    ratio_per: str = "image"  # image, batch (one per crop) or step (one for all crops: AttMask)
     mask_prob: float = 0.5
     show_max: float = 0.1
+    hint_reveal: str = "own"  # own: count from the image's r; independent: another r (AttMask)
     start_epoch: float = 0.0  # no masks before this (fractional) epoch: iBOT's pred_start_epoch
 
 
@@ -78,6 +79,7 @@ class LossConfig:
     teacher_patch_temp: float = 0.07
     warmup_teacher_patch_temp: float = 0.04
     warmup_teacher_temp_epochs: float = 1.0
+    teacher_temp_warmup: str = "step"  # step: per step; epoch: per epoch, linspace (iBOT)
     center_momentum: float = 0.9
     contrastive_k: int = 4
     contrastive_tau: float = 0.2
@@ -96,6 +98,9 @@ class OptimConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0
+    clip_mode: str = "global"  # global: joint norm; param: each parameter's own (iBOT)
+    decay_tokens: bool = False  # weight-decay cls_token, pos_embed, masked_embed (iBOT: true)
+    lr_warmup: str = "linear"  # linear: peak at step W; linspace: np.linspace(0, lr, W) (iBOT)
     freeze_last_layer: float = 1.0
     momentum_teacher: float = 0.996
 

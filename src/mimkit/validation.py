@@ -3,14 +3,20 @@ any file is written."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+import torch
 
 from mimkit.config import PretrainConfig
 from mimkit.config_ranges import check_ranges
 from mimkit.data import validate_data_spec
 from mimkit.errors import ConfigError
-from mimkit.masking import MaskConfig, parse_score, parse_strategies
+from mimkit.masking import MaskConfig, MaskStrategy, parse_score, parse_strategies
+from mimkit.masking.select import floor_count
 from mimkit.models import build_vit
+from mimkit.train.optim import CLIP_MODES
+from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
 
 def validate_config(cfg: PretrainConfig) -> None:
@@ -36,11 +42,47 @@ def validate_config(cfg: PretrainConfig) -> None:
             f"loss.contrastive_k must be between 1 and {backbone.num_patches // 2} "
             f"(half the {backbone.num_patches} patches)"
         )
-    parse_strategies(cfg.masking.strategies, d.global_crops, backbone.depth)
+    strategies = parse_strategies(cfg.masking.strategies, d.global_crops, backbone.depth)
     if cfg.loss.contrastive_score:
         parse_score(cfg.loss.contrastive_score, backbone.depth)
     k = cfg.masking
-    MaskConfig(tuple(k.ratio), k.ratio_per, k.mask_prob, k.show_max).validate()
+    MaskConfig(tuple(k.ratio), k.ratio_per, k.mask_prob, k.show_max, k.hint_reveal).validate()
+    o = cfg.optim
+    _check_choice("optim.clip_mode", o.clip_mode, CLIP_MODES)
+    _check_choice("optim.lr_warmup", o.lr_warmup, LR_WARMUPS)
+    _check_choice("loss.teacher_temp_warmup", cfg.loss.teacher_temp_warmup, TEMP_WARMUPS)
+    w = cfg.loss.warmup_teacher_temp_epochs
+    if cfg.loss.teacher_temp_warmup == "epoch" and not float(w).is_integer():
+        raise ConfigError(
+            f"loss.warmup_teacher_temp_epochs must be a whole number with per-epoch warm-up, "
+            f"got {w}"
+        )
+    for message in hint_warnings(strategies, k.ratio, k.show_max, backbone.grid_size()):
+        warnings.warn(message, stacklevel=2)
     validate_data_spec(d.dataset, "train")
     if cfg.run.init and not Path(cfg.run.init).is_file():
         raise ConfigError(f"--init weights {cfg.run.init} do not exist")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def hint_warnings(
+    strategies: list[MaskStrategy], ratio: tuple[float, float], show_max: float, grid: int
+) -> list[str]:
+    """A message for each hint strategy that reveals no patch on a ``grid x grid`` grid at
+    any ratio of the range: ``floor(show_max * r * N)`` is 0 up to r = hi (AttMask's count
+    too, e.g. show_max 0.1 on 16 patches)."""
+    n, hi = grid * grid, float(ratio[1])
+    hints = sorted({s.text for s in strategies if s.mode == "hint"})
+    if not hints or floor_count(torch.tensor([show_max * hi]), n).item() > 0:
+        return []
+    needed = f"masking.show_max >= {1 / (hi * n):.3g}" if hi > 0 else "a ratio above 0"
+    return [
+        f"mask strategy {text!r} reveals nothing: floor(show_max {show_max} x r <= {hi} x "
+        f"{n} patches) = 0 on a {grid}x{grid} grid, so it masks as 'high'; {needed} "
+        "reveals at least one patch"
+        for text in hints
+    ]

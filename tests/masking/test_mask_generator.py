@@ -171,3 +171,72 @@ def test_config_errors(cfg, match):
         cfg.validate()
     with pytest.raises(ConfigError, match=match):
         MaskGenerator(parse_strategies("random", 1, 2), cfg, 2)
+
+
+def test_ratio_per_step_shares_one_ratio_across_crops():
+    # AttMask draws one ratio per training step for both global crops (and every image).
+    two = parse_strategies(["random", "random"], 2, 2)
+    gen = MaskGenerator(two, MaskConfig(ratio_per="step", mask_prob=1.0), 2)
+    counts = set()
+    for seed in range(20):
+        m1, m2 = gen.generate(None, 12, 8, torch.Generator().manual_seed(seed))
+        step_counts = set(m1.flatten(1).sum(1).tolist()) | set(m2.flatten(1).sum(1).tolist())
+        assert len(step_counts) == 1
+        counts |= step_counts
+    assert len(counts) > 5  # and it changes from step to step
+    per_crop = MaskGenerator(two, MaskConfig(ratio_per="batch", mask_prob=1.0), 2)
+    differ = 0
+    for seed in range(20):
+        m1, m2 = per_crop.generate(None, 12, 8, torch.Generator().manual_seed(seed))
+        differ += int(m1.flatten(1).sum(1)[0] != m2.flatten(1).sum(1)[0])
+    assert differ > 10
+
+
+def _hint_counts(hint_reveal: str, ratio_per: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked count k and revealed count per image for hint on fixed, distinct scores."""
+    b, grid, depth = 3000, 10, 2
+    n = grid * grid
+    scores = torch.linspace(1.0, 0.0, n).expand(b, n)  # patch j has rank j
+    readout = Readout(cls_attn={1: scores[:, None, :]})  # one head
+    cfg = MaskConfig(
+        ratio=(0.55, 0.9), ratio_per=ratio_per, mask_prob=1.0, show_max=0.5, hint_reveal=hint_reveal
+    )
+    gen = MaskGenerator(parse_strategies("hint@raw:1", 1, depth), cfg, depth)
+    (m,) = gen.generate(readout, b, grid, torch.Generator().manual_seed(0))
+    m = m.flatten(1)
+    # Reveals come from the top 50 patches and k >= 55, so patch k-1 is always masked.
+    ranks = torch.arange(n).expand(b, n)
+    k = torch.where(m, ranks, -1).max(1).values + 1
+    return k.float(), (k - m.sum(1)).float()
+
+
+def test_hint_reveal_own_ties_the_count_to_the_images_ratio():
+    k, revealed = _hint_counts("own")
+    assert torch.equal(revealed, torch.floor(0.5 * k + 1e-9))  # floor(show_max * r * N)
+    assert torch.corrcoef(torch.stack([k, revealed]))[0, 1] > 0.99
+
+
+def test_hint_reveal_independent_draws_another_ratio_for_the_count():
+    k, revealed = _hint_counts("independent")
+    assert abs(torch.corrcoef(torch.stack([k, revealed]))[0, 1].item()) < 0.06
+    # The count is floor(0.5 * r' * 100) with r' ~ U(0.55, 0.9): 27..44, mean about 35.75.
+    assert revealed.min() >= 27 and revealed.max() <= 45
+    assert abs(revealed.mean().item() - 35.75) < 0.4
+    # With one ratio per step, every image of the step reveals the same number.
+    _, per_step = _hint_counts("independent", "step")
+    assert len(set(per_step.tolist())) == 1
+
+
+def test_independent_hint_draws_from_the_top_patches_masked_or_not():
+    # AttMask's pool is the top floor(show_max * N) patches even when fewer are masked
+    # (r < show_max): a drawn unmasked patch stays unmasked, so fewer masked ones are revealed.
+    b, n = 4000, 100
+    scores = torch.linspace(1.0, 0.0, n).expand(b, n)
+    g = torch.Generator().manual_seed(0)
+    m = select_mask(scores, 0.2, "hint", show_max=0.4, generator=g, reveal_ratio=0.5)
+    # 20 masked, 20 draws from the top 40: on average 20 * 20 / 40 = 10 hit masked patches.
+    revealed = (20 - m.sum(1)).float()
+    assert abs(revealed.mean().item() - 10.0) < 0.1
+    assert not m[:, 20:].any()  # nothing outside the top 20 is ever masked
+    own = select_mask(scores, 0.2, "hint", show_max=0.4, generator=g)
+    assert torch.equal(20 - own.sum(1), torch.full((b,), 8))  # floor(0.4 * 0.2 * 100), all masked

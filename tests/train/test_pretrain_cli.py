@@ -62,6 +62,16 @@ TINY = [
         (["--set", "optim.clip_grad=nan"], "optim.clip_grad must be a finite number"),
         (["--set", "loss.teacher_temp=0"], "loss.teacher_temp must be > 0"),
         (["--set", "optim.warmup_epochs=-1"], "optim.warmup_epochs must be >= 0"),
+        (["--set", "optim.clip_mode=layer"], "optim.clip_mode"),
+        (["--set", "optim.lr_warmup=cosine"], "optim.lr_warmup"),
+        (["--set", "loss.teacher_temp_warmup=batch"], "loss.teacher_temp_warmup"),
+        (
+            ["--set", "loss.teacher_temp_warmup=epoch"]
+            + ["--set", "loss.warmup_teacher_temp_epochs=1.5"],
+            "whole number",
+        ),
+        (["--set", "masking.ratio_per=epoch"], "ratio_per"),
+        (["--set", "masking.hint_reveal=never"], "hint_reveal"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):

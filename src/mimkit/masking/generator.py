@@ -15,7 +15,8 @@ from mimkit.masking.select import select_mask, uniform
 from mimkit.masking.strategy import MaskStrategy, ScoreSpec, parse_strategy
 from mimkit.models.readout import Readout, ReadoutRequest
 
-RATIO_PER = ("image", "batch")
+RATIO_PER = ("image", "batch", "step")
+HINT_REVEALS = ("own", "independent")
 
 
 @dataclass
@@ -23,14 +24,18 @@ class MaskConfig:
     """Ratio range, how often it is drawn, the skip probability and the hint fraction.
 
     ``ratio``: r ~ U(lo, hi) with ``0 <= lo <= hi < 1``. ``ratio_per``: ``image`` draws r for
-    every image, ``batch`` once per crop and batch. ``mask_prob``: probability that an image
-    is masked at all. ``show_max``: hint's top fraction to reveal from.
+    every image, ``batch`` once per crop and batch, ``step`` once for all crops of the batch
+    (AttMask). ``mask_prob``: probability that an image is masked at all. ``show_max``:
+    hint's top fraction to reveal from. ``hint_reveal``: ``own`` reveals
+    ``floor(show_max * r * N)`` with the image's own r; ``independent`` draws another ratio
+    for the count, as AttMask does (see :func:`mimkit.masking.select.select_mask`).
     """
 
     ratio: tuple[float, float] = (0.1, 0.5)
     ratio_per: str = "image"
     mask_prob: float = 0.5
     show_max: float = 0.1
+    hint_reveal: str = "own"
 
     def validate(self) -> MaskConfig:
         r = self.ratio
@@ -45,6 +50,10 @@ class MaskConfig:
         if self.ratio_per not in RATIO_PER:
             raise ConfigError(
                 f"mask ratio_per must be one of {', '.join(RATIO_PER)}, got {self.ratio_per!r}"
+            )
+        if self.hint_reveal not in HINT_REVEALS:
+            raise ConfigError(
+                f"hint_reveal must be one of {', '.join(HINT_REVEALS)}, got {self.hint_reveal!r}"
             )
         p = float(self.mask_prob)
         if not (0.0 <= p <= 1.0):
@@ -108,6 +117,15 @@ class MaskGenerator:
         u = uniform((n,), generator, device).double()
         return (lo + (hi - lo) * u).expand(batch_size)
 
+    def _crop_ratios(
+        self, hint: bool, batch_size: int, generator: torch.Generator | None, device: torch.device
+    ) -> tuple[Tensor, Tensor | None]:
+        """The ratio ``[B]`` of one crop and, for hint with ``hint_reveal: independent``, the
+        independent ratio its reveal count comes from."""
+        ratio = self.draw_ratios(batch_size, generator, device)
+        independent = hint and self.config.hint_reveal == "independent"
+        return ratio, self.draw_ratios(batch_size, generator, device) if independent else None
+
     def generate(
         self,
         readout: Readout | None,
@@ -120,8 +138,15 @@ class MaskGenerator:
         device = _pick_device(readout, device)
         n = grid * grid
         masks = []
+        hints = [s.mode == "hint" for s in self.strategies]
+        # ratio_per step: one draw (and one reveal draw) shared by every crop, as AttMask.
+        shared = (
+            self._crop_ratios(any(hints), batch_size, generator, device)
+            if self.config.ratio_per == "step"
+            else None
+        )
         for c, strategy in enumerate(self.strategies):
-            ratio = self.draw_ratios(batch_size, generator, device)
+            ratio, reveal = shared or self._crop_ratios(hints[c], batch_size, generator, device)
             if strategy.mode == "random":
                 m = random_mask(batch_size, n, ratio, generator, device)
             elif strategy.mode == "block":
@@ -136,7 +161,12 @@ class MaskGenerator:
                         f"on a {grid}x{grid} grid"
                     )
                 m = select_mask(
-                    s, ratio, strategy.mode, show_max=self.config.show_max, generator=generator
+                    s,
+                    ratio,
+                    strategy.mode,
+                    show_max=self.config.show_max,
+                    generator=generator,
+                    reveal_ratio=reveal,
                 )
             keep = uniform((batch_size,), generator, device) < self.config.mask_prob
             masks.append((m.to(device) & keep[:, None]).reshape(batch_size, grid, grid))

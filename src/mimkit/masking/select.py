@@ -66,13 +66,18 @@ def select_mask(
     *,
     show_max: float = 0.1,
     generator: torch.Generator | None = None,
+    reveal_ratio: float | Tensor | None = None,
 ) -> Tensor:
     """Boolean mask ``[B, N]`` (True = masked) from scores ``[B, N]``.
 
     ``high``/``low``: exactly ``k = floor(ratio * N)`` highest / lowest-scoring patches per row.
-    ``hint``: the ``high`` mask, then ``floor(show_max * ratio * N)`` patches revealed,
-    uniformly without replacement, from the top ``min(k, floor(show_max * N))`` patches.
-    ``ratio`` is a float or a ``[B]`` tensor. Ties go to an arbitrary (but deterministic) patch.
+    ``hint``: the ``high`` mask, then patches revealed uniformly without replacement from the
+    top ones. By default (mimkit) ``floor(show_max * ratio * N)`` of the top
+    ``min(k, floor(show_max * N))`` patches, all masked. With ``reveal_ratio`` (AttMask's
+    rule) ``floor(show_max * reveal_ratio * N)`` of the top ``floor(show_max * N)``, masked or
+    not: a drawn patch that was not masked stays unmasked (this happens when r < show_max).
+    ``ratio`` and ``reveal_ratio`` are floats or ``[B]`` tensors. Ties go to an arbitrary (but
+    deterministic) patch.
     """
     if scores.dim() != 2:
         raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
@@ -84,21 +89,28 @@ def select_mask(
     device = scores.device
     r = as_ratio(ratio, b, device)
     k = floor_count(r, n)  # [B]
-    k_max = int(k.max()) if b else 0
-    # Only the k_max best patches of each row matter: a partial sort is enough.
-    order = torch.topk(scores, k_max, dim=1, largest=(mode != "low"), sorted=True).indices
-    pos = torch.arange(k_max, device=device).expand(b, k_max)  # rank of order[:, j]
-    keep = pos < k[:, None]
-    if mode == "hint" and k_max > 0:
-        pool = torch.minimum(k, floor_count(torch.full_like(r, show_max), n))
+    hint = mode == "hint"
+    top = floor_count(torch.full_like(r, show_max), n)
+    if not hint:
+        pool, n_reveal = k.new_zeros(b), k.new_zeros(b)
+    elif reveal_ratio is None:
+        pool = torch.minimum(k, top)
         # <= pool already, since show_max <= 1 and r <= 1; the clamp guards float rounding.
         n_reveal = torch.minimum(floor_count(show_max * r, n), pool)
-        r_max = int(n_reveal.max())
-        if r_max > 0:
-            keys = uniform((b, k_max), generator, device)
-            keys = torch.where(pos < pool[:, None], keys, 2.0)  # only the pool can be drawn
-            # The n_reveal smallest keys: a uniform draw without replacement from the pool.
-            drawn = torch.topk(keys, r_max, dim=1, largest=False, sorted=True).indices
-            reveal = _scatter_rows(k_max, drawn, pos[:, :r_max] < n_reveal[:, None])
-            keep = keep & ~reveal
+    else:
+        pool = top
+        n_reveal = torch.minimum(floor_count(show_max * as_ratio(reveal_ratio, b, device), n), top)
+    width = int(torch.maximum(k, pool).max()) if b else 0
+    # Only the best `width` patches of each row matter: a partial sort is enough.
+    order = torch.topk(scores, width, dim=1, largest=(mode != "low"), sorted=True).indices
+    pos = torch.arange(width, device=device).expand(b, width)  # rank of order[:, j]
+    keep = pos < k[:, None]
+    r_max = int(n_reveal.max()) if b else 0
+    if r_max > 0:
+        keys = uniform((b, width), generator, device)
+        keys = torch.where(pos < pool[:, None], keys, 2.0)  # only the pool can be drawn
+        # The n_reveal smallest keys: a uniform draw without replacement from the pool.
+        drawn = torch.topk(keys, r_max, dim=1, largest=False, sorted=True).indices
+        reveal = _scatter_rows(width, drawn, pos[:, :r_max] < n_reveal[:, None])
+        keep = keep & ~reveal
     return _scatter_rows(n, order, keep)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -32,7 +32,7 @@ from mimkit.train.distributed import DistInfo, barrier
 from mimkit.train.logging import RunLogger
 from mimkit.train.method import EpochHook, Method
 from mimkit.train.metrics import ari, nmi
-from mimkit.train.optim import build_optimizer, set_hyperparameters
+from mimkit.train.optim import build_optimizer, clip_gradients, set_hyperparameters
 from mimkit.train.sampling import mix_seed
 from mimkit.train.schedules import Schedules
 from mimkit.train.signals import StopFlag, saving_notice
@@ -100,7 +100,7 @@ class TrainLoop:
         if dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             method.distribute(lambda m: DistributedDataParallel(m, device_ids=ids))
-        self.optimizer = build_optimizer(method.trainable())
+        self.optimizer = build_optimizer(method.trainable(), cfg.optim.decay_tokens)
         self.amp_dtype = amp_dtype(cfg.run.amp, device)
         fp16 = self.amp_dtype is torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -195,14 +195,16 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         self.scaler.unscale_(self.optimizer)
+        # Frozen gradients go first, so that they never count towards clipping or the norm.
+        self.method.before_optimizer_step(step)
         # The global gradient norm (clip_grad 0: measured, not clipped) for the finiteness check.
-        stats["grad_norm"] = nn.utils.clip_grad_norm_(
-            self.method.trainable().parameters(), self.cfg.optim.clip_grad or math.inf
+        o = self.cfg.optim
+        stats["grad_norm"] = clip_gradients(
+            self.method.trainable().parameters(), o.clip_grad, o.clip_mode
         )
         # One host sync per step, for the log and the finiteness checks together.
         values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
         self._check_step_finite(values, step)
-        self.method.before_optimizer_step(step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_optimizer_step(step)

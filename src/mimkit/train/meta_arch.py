@@ -51,7 +51,11 @@ def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
 def mask_config(cfg: PretrainConfig) -> MaskConfig:
     k = cfg.masking
     return MaskConfig(
-        ratio=tuple(k.ratio), ratio_per=k.ratio_per, mask_prob=k.mask_prob, show_max=k.show_max
+        ratio=tuple(k.ratio),
+        ratio_per=k.ratio_per,
+        mask_prob=k.mask_prob,
+        show_max=k.show_max,
+        hint_reveal=k.hint_reveal,
     )
 
 

@@ -47,7 +47,7 @@ class Method(Protocol):
         """Forward of one batch; ``seed`` seeds the method's own random streams."""
 
     def before_optimizer_step(self, step: int) -> None:
-        """After clipping, before the update (e.g. drop frozen parameters' gradients)."""
+        """Before clipping and the update (e.g. drop frozen parameters' gradients)."""
 
     def after_optimizer_step(self, step: int) -> None:
         """After the update (e.g. the EMA teacher)."""

@@ -56,6 +56,9 @@ def build_schedules(cfg: PretrainConfig, steps_per_epoch: int, world_size: int) 
         teacher_patch_temp=lo.teacher_patch_temp,
         warmup_teacher_patch_temp=lo.warmup_teacher_patch_temp,
         warmup_teacher_temp_epochs=lo.warmup_teacher_temp_epochs,
+        lr_warmup=o.lr_warmup,
+        teacher_temp_warmup=lo.teacher_temp_warmup,
+        mask_start_epoch=cfg.masking.start_epoch,
     )
 
 
