@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mimkit.errors import MimkitWarning, OutputError, output_error
+from mimkit.output_paths import writable_folder
 
 LOCK_NAME = ".mimkit.lock"
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
@@ -65,10 +66,8 @@ class FolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"output folder {self.folder} is a file, not a folder")
+        writable_folder(self.folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise output_error(self.folder, err, "cannot write to output folder") from None

@@ -64,10 +64,28 @@ def test_linear_cli(ckpt, capsys):
 
 
 def test_export_cli(ckpt, tmp_path):
+    from mimkit.output_paths import default_file_mode
+
     out = tmp_path / "b.safetensors"
     assert main(["export", str(ckpt), str(out)]) == 0
     assert out.is_file()
+    assert out.stat().st_mode & 0o777 == default_file_mode()  # not safetensors' 0600
     assert main(["export", str(ckpt), str(out)]) == 2  # exists, no --force
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("folder.safetensors", "it is a folder"),
+        ("file/b.safetensors", "file is a file, not a folder"),
+    ],
+)
+def test_export_to_an_unwritable_place_is_one_line(ckpt, tmp_path, capsys, where, message):
+    (tmp_path / "folder.safetensors").mkdir()
+    (tmp_path / "file").write_text("a file")
+    assert main(["export", str(ckpt), str(tmp_path / where), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and str(tmp_path) in err, err
 
 
 @pytest.mark.parametrize(

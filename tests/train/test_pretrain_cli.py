@@ -213,3 +213,12 @@ def test_one_run_per_output_folder_and_no_stale_lock_after_kill(tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     assert load_checkpoint(ckpt)["step"] == step + 1
     assert not list(out.glob(".*.tmp-*"))  # a save the kill cut short left nothing behind
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("precious")
+    assert main(["pretrain", *TINY, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mimkit pretrain: error: output folder {out} is a file, not a folder"
+    assert out.read_text() == "precious"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mimkit.errors import CheckpointError
+from mimkit.errors import CheckpointError, OutputError
 from mimkit.evaluate.prepare import add_model_args
 
 
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from mimkit.weights.io import export_backbone
 
     out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a folder")
     if out.exists() and not args.force:
         raise CheckpointError(f"{out} exists; pass --force to overwrite it")
     if args.interpolate_pos_embed:

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from mimkit.commands.argtypes import open_unit_float, positive_int
-from mimkit.errors import ConfigError
+from mimkit.errors import ConfigError, output_error
 from mimkit.evaluate.prepare import add_model_args
+from mimkit.output_paths import writable_folder
 
 MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
 
@@ -172,8 +173,6 @@ def run(args: argparse.Namespace) -> int:
         out_dir = checkpoint.parent / "masks"
     else:
         out_dir = Path("runs") / "masks"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--output-dir {out_dir} exists and is not a folder")
     device = _device(args.device)
     model, source = _build_model(args, checkpoint)
     layers = resolve_layers(args.layers, model.depth)
@@ -193,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
     elif in_chans != 3:
         raise ConfigError(f"the model takes {in_chans}-channel images; only 1 or 3 are supported")
 
+    writable_folder(out_dir)  # before the work: a path that cannot be written is one line
     result = compute_masks(
         model.to(device),
         images,
@@ -203,11 +203,14 @@ def run(args: argparse.Namespace) -> int:
         show_max=args.show_max,
         batch_size=args.batch_size,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     for i, (name, caption) in enumerate(zip(inputs.names, inputs.captions, strict=True)):
         display = to_display(inputs.images[i], mean, std)
         panels = image_panels(display, result, i)
         header = f"{caption}  |  {source}  |  ratio {args.ratio:g}, seed {args.seed}"
-        path = render_masks(panels, out_dir / f"{name}.png", header, args.columns, args.panel_size)
+        path = out_dir / f"{name}.png"
+        try:
+            render_masks(panels, path, header, args.columns, args.panel_size)
+        except OSError as err:  # e.g. the disk filled up
+            raise output_error(path, err) from None
         print(f"wrote {path}")
     return 0

@@ -19,8 +19,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mimkit.errors import CheckpointError, ConfigError
+from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
 from mimkit.models import PRESETS, VisionTransformer, build_vit
+from mimkit.output_paths import default_file_mode, writable_folder
 from mimkit.weights.safe_load import read_torch_file
 
 # Heads per embed dim of the usual ViT sizes (all presets agree; timm uses the same).
@@ -362,6 +363,9 @@ def export_backbone(
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise ConfigError(f"{out}: the export must end in .safetensors")
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a folder")
+    writable_folder(out.parent)  # before reading the checkpoint
     model, cfg, _ = load_pretrained(
         checkpoint,
         checkpoint_key,
@@ -389,6 +393,19 @@ def export_backbone(
         "source": Path(checkpoint).name,
         "checkpoint_key": checkpoint_key,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=meta)
+    _write_safetensors(tensors, out, meta)
     return {k: cfg.get(k) for k in (*CONFIG_KEYS, "in_chans", "mlp_ratio", "qkv_bias")}
+
+
+def _write_safetensors(tensors: dict[str, Tensor], out: Path, meta: dict[str, str]) -> None:
+    """safetensors writes a temporary file and renames it (atomic, but mode 0600): errors
+    become one line naming the path and the cause; the file gets the usual permissions."""
+    try:
+        save_file(tensors, str(out), metadata=meta)
+    except Exception as err:  # safetensors' own error type, with the OS error number inside
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        errno_ = int(code.group(1))
+        raise output_error(out, OSError(errno_, os.strerror(errno_))) from None
+    os.chmod(out, default_file_mode())
