@@ -142,14 +142,19 @@ def run_one(data, recipe, out: Path, threads: int, python: str) -> str:
         env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.time()
     with (run_dir / "study_stdout.txt").open("a") as log:
-        rc = subprocess.call([python, "-m", "mimkit", "pretrain", *args], stdout=log,
-                             stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(
+            [python, "-m", "mimkit", "pretrain", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     return f"{recipe['name']}: rc {rc} in {(time.time() - t0) / 60:.1f} min"
 
 
 def report(data, recipes, out: Path) -> str:
     lines = [
-        "| recipe | what changes | " + " | ".join(f"{m} min" for m in MARKS)
+        "| recipe | what changes | "
+        + " | ".join(f"{m} min" for m in MARKS)
         + " | final (epochs, min) | img/s | command |",
         "|---" * (len(MARKS) + 5) + "|",
     ]
@@ -159,18 +164,30 @@ def report(data, recipes, out: Path) -> str:
         for recipe in recipes:
             rows = curve(out / recipe["name"])
             for r in rows:
-                w.writerow([recipe["name"], r["epoch"], r["step"], f"{r['minutes']:.2f}",
-                            f"{r['images_per_s']:.1f}", f"{r['knn_top1']:.2f}", f"{r['loss']:.4f}"])
+                w.writerow(
+                    [
+                        recipe["name"],
+                        r["epoch"],
+                        r["step"],
+                        f"{r['minutes']:.2f}",
+                        f"{r['images_per_s']:.1f}",
+                        f"{r['knn_top1']:.2f}",
+                        f"{r['loss']:.4f}",
+                    ]
+                )
             if not rows:
                 continue
             marks = [at_minutes(rows, m) for m in MARKS]
-            cells = [f"{v:.2f}" if v is not None and m <= rows[-1]["minutes"] * 1.05 else ""
-                     for v, m in zip(marks, MARKS, strict=True)]
+            cells = [
+                f"{v:.2f}" if v is not None and m <= rows[-1]["minutes"] * 1.05 else ""
+                for v, m in zip(marks, MARKS, strict=True)
+            ]
             ips = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]
             last = rows[-1]
             cmd = reproduce(command(data, recipe, out, 0)).replace(str(out), "runs/study")
             lines.append(
-                f"| {recipe['name']} | {recipe.get('note', '')} | " + " | ".join(cells)
+                f"| {recipe['name']} | {recipe.get('note', '')} | "
+                + " | ".join(cells)
                 + f" | {last['knn_top1']:.2f} ({last['epoch']}, {last['minutes']:.1f}) | {ips:.0f}"
                 + f" | `{cmd}` |"
             )
@@ -193,8 +210,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_one, data, r, args.out, args.threads, sys.executable)
-                       for r in chosen]
+            futures = [
+                pool.submit(run_one, data, r, args.out, args.threads, sys.executable)
+                for r in chosen
+            ]
             for fut in futures:
                 print(fut.result(), flush=True)
     print(report(data, recipes, args.out))

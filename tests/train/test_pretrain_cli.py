@@ -222,3 +222,14 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"mimkit pretrain: error: output folder {out} is a file, not a folder"
     assert out.read_text() == "precious"
+
+
+def test_final_knn_line_names_k_and_the_reference_figures(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pretrain", *TINY, "--output-dir", str(out), "--epochs", "1"]) == 0
+    text = capsys.readouterr().out
+    line = next(s for s in text.splitlines() if s.startswith("k-NN top-1"))
+    assert "k=20" in line and "2000" in line and "40 train images" in line
+    assert "raw pixels" in text and "random weights" in text
+    saved = json.loads((out / "reference_knn.json").read_text())
+    assert set(saved["top1"]) == {"raw_pixels", "random_weights"}

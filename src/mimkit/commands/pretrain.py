@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimkit.commands.config_args import Flags, add_config_arguments, config_overrides
@@ -94,6 +95,46 @@ def run(args: argparse.Namespace) -> int:
     if result.is_main:
         print(f"mimkit pretrain: {result.status} at step {result.step}")
         if result.knn:
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in result.knn.items())
-            print(f"k-NN (teacher, {cfg.data.dataset} val): {shown}")
+            print_final_knn(cfg, result.knn)
     return 0
+
+
+def print_final_knn(cfg: Any, scores: dict[str, float]) -> None:
+    """The final k-NN line, with raw pixels and random weights on the same split beside it."""
+    import torch
+
+    from mimkit.devices import resolve_device
+    from mimkit.evaluate.reference import reference_knn
+    from mimkit.models import build_vit
+    from mimkit.train.pretrain import knn_hook
+
+    def random_backbone() -> Any:
+        torch.manual_seed(cfg.run.seed)  # the run's own initial weights
+        return build_vit(cfg.model.arch, cfg.model.img_size, cfg.model.patch_size)
+
+    train, val = knn_hook(cfg).datasets()
+    k = int(scores["k"])
+    print(
+        f"k-NN top-1 (teacher CLS, k={k}, T=0.07, {len(val)} {cfg.data.dataset} val images "
+        f"against {len(train)} train images): {scores['top1']:.2f} %",
+        flush=True,
+    )
+    key = {
+        "data": cfg.data.dataset,
+        "subset": cfg.data.subset,
+        "model": [cfg.model.arch, cfg.model.img_size, cfg.model.patch_size],
+        "seed": cfg.run.seed,
+    }
+    ref = reference_knn(
+        random_backbone,
+        train,
+        val,
+        resolve_device(cfg.run.device),
+        k=k,
+        cache=Path(cfg.run.output_dir) / "reference_knn.json",
+        key=key,
+    )
+    print(
+        f"  same split and protocol: raw pixels {ref['raw_pixels']:.2f} %, "
+        f"this ViT with random weights {ref['random_weights']:.2f} %"
+    )

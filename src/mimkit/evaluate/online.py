@@ -59,10 +59,14 @@ class OnlineKnnHook:
     def due(self, epoch: int) -> bool:
         return self.every > 0 and epoch % self.every == 0
 
-    def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]:
-        mean, std = default_normalization(self.data)
-        tf = eval_transform(self.img_size, mean, std)
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """The bank (the train split, eval-transformed) and the queries (the val split)."""
+        tf = eval_transform(self.img_size, *default_normalization(self.data))
         train = build_dataset(self.data, "train", tf, subset=self.subset)
         val = build_dataset(self.val_data or self.data, "val", tf)
+        return train, val
+
+    def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]:
+        train, val = self.datasets()
         result = online_knn(backbone, train, val, device, k=self.k)
         return {key: float(v) for key, v in result.items()}
