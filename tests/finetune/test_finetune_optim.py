@@ -57,7 +57,7 @@ def test_weight_decay_is_on_weight_matrices_only():
 
 def test_trainer_optimizer_uses_the_configured_decays(make_config):
     trainer = Finetuner(make_config(**{"optim.layer_decay": 0.8, "optim.weight_decay": 0.1}))
-    trainer.logger.close()
+    trainer.close()
     set_learning_rate(trainer.optimizer, 1.0)
     by_name = {
         n: (g["lr"], g["weight_decay"])

@@ -12,9 +12,11 @@ from finetune_fixtures import stripes_folder
 
 from mimkit.cli import main
 from mimkit.finetune import Finetuner, finetune
+from mimkit.folder_lock import FolderInUseError
 from mimkit.models import build_vit
 from mimkit.train.checkpoint import load_checkpoint
 from mimkit.train.logging import read_log
+from mimkit.train.loop import NonFiniteLossError
 
 
 def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_path):
@@ -65,7 +67,7 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
 
     monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
     stopped = trainer.fit()
-    trainer.logger.close()
+    trainer.close()
     assert stopped["status"] == "stopped" and stopped["step"] == 3
     assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
 
@@ -120,3 +122,40 @@ def test_command_line_run_prints_last_and_best(tmp_path, capsys):
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
     assert set(summary["last"]) >= {"epoch", "val_top1", "val_top5", "train_loss"}
+
+
+def test_a_non_finite_step_stops_and_keeps_the_last_checkpoint(make_config, monkeypatch):
+    cfg = make_config()
+    trainer = Finetuner(cfg)
+    real_forward = trainer.model.forward
+    training_steps = []
+
+    def nan_from_the_seventh_step(images):
+        logits = real_forward(images)
+        if trainer.model.training:
+            training_steps.append(1)
+            if len(training_steps) >= 7:
+                return logits * float("nan")
+        return logits
+
+    monkeypatch.setattr(trainer.model, "forward", nan_from_the_seventh_step)
+    with pytest.raises(
+        NonFiniteLossError, match=r"at step 6; .*checkpoint.pth from step 5 is kept"
+    ):
+        trainer.fit()
+    trainer.close()
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    assert state["step"] == 5  # the end of epoch 1; the bad step was not applied
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # Rerunning resumes from it (here with the forward back to normal) and finishes.
+    assert finetune(make_config())["step"] == 10
+
+
+def test_one_run_per_output_folder(make_config):
+    first = Finetuner(make_config())
+    try:
+        with pytest.raises(FolderInUseError, match=str(os.getpid())):
+            Finetuner(make_config())
+    finally:
+        first.close()
+    assert finetune(make_config(**{"optim.epochs": 1}))["status"] == "finished"

@@ -78,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = trainer.fit()
         except NonFiniteLossError as err:
-            print(
-                f"mimkit finetune: error: {err}; the last good state is in "
-                f"{trainer.out / 'checkpoint.pth'} (lower the learning rate and resume)",
-                file=sys.stderr,
-            )
+            print(f"mimkit finetune: error: {err}", file=sys.stderr)
             return 3
         if result["status"] == "stopped":
             if main:
@@ -97,4 +93,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {trainer.out / RESULTS_NAME}")
         return 0
     finally:
-        trainer.logger.close()
+        trainer.close()

@@ -36,6 +36,7 @@ from mimkit.train.data import TrainData
 from mimkit.train.distributed import DistInfo, barrier, start_process
 from mimkit.train.logging import RunLogger
 from mimkit.train.loop import NonFiniteLossError, amp_dtype, autocast
+from mimkit.train.pretrain import lock_output_dir
 from mimkit.train.sampling import EpochSampler, mix_seed
 from mimkit.train.schedules import cosine
 from mimkit.train.signals import StopFlag, saving_notice
@@ -69,28 +70,43 @@ class Finetuner:
         if source is not None:
             saved = read_resumable(source, self.model_description, self.init.source, cfg)
         self.data = build_data(cfg, int(self.model_description["img_size"]))
-        self.model, self.notes = build_classifier(self.init, self.data.num_classes, cfg)
-        self.model.to(self.device)
-        self._build_training()
-        self.start_step, self.history, self.elapsed = 0, [], 0.0
-        self._epoch_sums = {"loss": 0.0, "steps": 0}
-        if saved is not None:
-            self._restore(saved, source)
-        self.logger = RunLogger(self.out, self.dist.is_main, cfg.run.tensorboard)
-        self.logger.truncate_after(self.start_step)
+        self.train_data = self._train_data()
+        # Every check passed: from here on this run owns the output folder.
+        self.lock = lock_output_dir(self.out, self.dist)
+        try:
+            self.model, self.notes = build_classifier(self.init, self.data.num_classes, cfg)
+            self.model.to(self.device)
+            self._build_training()
+            self.start_step, self.history, self.elapsed = 0, [], 0.0
+            self._epoch_sums = {"loss": 0.0, "steps": 0}
+            self._saved_step: int | None = None
+            if saved is not None:
+                self._restore(saved, source)
+            self.logger = RunLogger(self.out, self.dist.is_main, cfg.run.tensorboard)
+            self.logger.truncate_after(self.start_step)
+        except BaseException:
+            self.lock.release()
+            raise
         self.stop = StopFlag()
 
+    def close(self) -> None:
+        """End of the run: close the logs and free the output folder for the next run."""
+        self.logger.close()
+        self.lock.release()
+
     # -- construction -------------------------------------------------------------------
-    def _build_training(self) -> None:
-        cfg, o = self.cfg, self.cfg.optim
-        d = self.data
+    def _train_data(self) -> TrainData:
+        cfg, o, d = self.cfg, self.cfg.optim, self.data
         try:
             sampler = EpochSampler(
                 len(d.views), o.batch_size, cfg.run.seed, self.dist.rank, self.dist.world_size
             )
         except ValueError as err:
             raise ConfigError(f"{err} (lower --batch-size or take a larger --subset)") from None
-        self.train_data = TrainData(d.train, d.views, sampler, o.batch_size, cfg.data.num_workers)
+        return TrainData(d.train, d.views, sampler, o.batch_size, cfg.data.num_workers)
+
+    def _build_training(self) -> None:
+        cfg, o = self.cfg, self.cfg.optim
         self.steps_per_epoch = self.train_data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * o.epochs
         self.depth = self.model.backbone.depth
@@ -141,6 +157,8 @@ class Finetuner:
                 f"{path} does not match this run: {err}".splitlines()[0]
             ) from None
         self.start_step = int(state["step"])
+        if path.resolve() == (self.out / ckpt.LATEST).resolve():
+            self._saved_step = self.start_step
         self.history = list(state.get("history", []))
         self.elapsed = float(state.get("elapsed", 0.0))
         self._epoch_sums = dict(state.get("epoch_sums", self._epoch_sums))
@@ -163,10 +181,25 @@ class Finetuner:
         }
 
     def save(self, step: int) -> None:
+        """Save the state after ``step`` steps, unless a weight is not finite: then the last
+        checkpoint stays and NonFiniteLossError says which step it holds."""
+        weights = [p for p in self.model.state_dict().values() if p.is_floating_point()]
+        if not bool(torch.stack([torch.isfinite(w).all() for w in weights]).all()):
+            raise self._non_finite(f"non-finite weights after step {step}")
         if self.dist.is_main:
             ckpt.save_atomic(self.state(step), self.out / ckpt.LATEST)
         self._saved_step = step
         barrier()
+
+    def _non_finite(self, what: str) -> NonFiniteLossError:
+        step = self._saved_step
+        kept = (
+            f"{self.out / ckpt.LATEST} from step {step} is kept; lower the learning rate "
+            "(--lr) and rerun to resume from it"
+            if step is not None
+            else "no checkpoint was saved before it; lower the learning rate (--lr) and rerun"
+        )
+        return NonFiniteLossError(f"{what}; {kept}")
 
     # -- one step -----------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -187,14 +220,18 @@ class Finetuner:
         with self._autocast():
             logits = self.train_model(images)
         loss = nn.functional.cross_entropy(logits.float(), targets, label_smoothing=smoothing)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"non-finite loss {value} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.cfg.optim.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+        self.scaler.unscale_(self.optimizer)
+        # The gradient norm (clip_grad 0: measured, not clipped) for the finiteness check.
+        clip = self.cfg.optim.clip_grad or math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # One host sync per step: the loss for the log and both finiteness checks.
+        value, norm = torch.stack([loss.detach(), grad_norm.float()]).tolist()
+        if not math.isfinite(value):
+            raise self._non_finite(f"non-finite loss {value} at step {step}")
+        if not self.scaler.is_enabled() and not math.isfinite(norm):  # fp16: the scaler skips
+            raise self._non_finite(f"non-finite gradient norm at step {step}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value
@@ -231,7 +268,6 @@ class Finetuner:
             else min(self.total_steps, cfg.run.max_steps)
         )
         step, status = self.start_step, "ok"
-        self._saved_step = self.start_step
         self.model.train()
         with self.stop.installed(saving_notice(self.dist.is_main)):
             while step < last and status == "ok":
@@ -267,8 +303,7 @@ class Finetuner:
                 loss = self.train_step(images, labels, step)
             except NonFiniteLossError:
                 bar.close()
-                self.save(step)  # the state before this step is still good
-                raise
+                raise  # the step was not applied; the last checkpoint stays
             step += 1
             sums["loss"] += loss
             sums["steps"] += 1
@@ -329,4 +364,4 @@ def finetune(
     try:
         return trainer.fit()
     finally:
-        trainer.logger.close()
+        trainer.close()
