@@ -7,14 +7,23 @@ import importlib.util
 import pytest
 import torch
 
-from mimkit.cli import main
+from mimkit.cli import build_parser, main
+from mimkit.commands.config_args import config_overrides
+from mimkit.commands.finetune import FLAGS
 from mimkit.config import shipped_config_names
+from mimkit.errors import CheckpointError
 from mimkit.finetune import load_finetune_config
+from mimkit.finetune.model import read_init
+from mimkit.finetune.resume import read_resumable
 from mimkit.train.checkpoint import save_atomic
 
 TINY = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4", "--subset", "4"]
 TINY += ["--val-subset", "2", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 TINY += ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+
+
+def parse(argv: list[str]):
+    return build_parser().parse_args(["finetune", *argv])
 
 
 def _refused(capsys, argv: list[str]) -> str:
@@ -90,6 +99,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
     assert "optim.lr" in err
     assert (out / "checkpoint.pth").read_bytes() == before
     assert "--no-resume" in _refused(capsys, [*argv, "--no-resume"])
+    # Another number of processes would move the epochs: refused as well.
+    cfg = load_finetune_config("fashion_mnist", config_overrides(parse(argv), FLAGS))
+    init = read_init(cfg)
+    with pytest.raises(CheckpointError, match="1 process.*this run has 2"):
+        read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 2)
     # Settings that do not change the computation may differ.
     assert main(["finetune", *argv, "--workers", "1", "--set", "run.log_every_steps=3"]) == 0
 

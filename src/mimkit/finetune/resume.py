@@ -21,7 +21,11 @@ def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_resumable(
-    path: Path, description: dict[str, Any], init_source: str, cfg: FinetuneConfig
+    path: Path,
+    description: dict[str, Any],
+    init_source: str,
+    cfg: FinetuneConfig,
+    world_size: int,
 ) -> dict[str, Any]:
     """The checkpoint at ``path``, or a CheckpointError naming what differs."""
     state = ckpt.load_checkpoint(path, map_location="cpu")
@@ -37,6 +41,12 @@ def read_resumable(
     if state.get("init") != init_source:
         raise CheckpointError(
             f"{path} fine-tuned {state.get('init')}, not {init_source}; choose another --output-dir"
+        )
+    saved_world = state.get("world_size", 1)
+    if saved_world != world_size:
+        raise CheckpointError(
+            f"{path} was run by {saved_world} process(es), this run has {world_size}: the "
+            "steps per epoch would differ; resume with as many or choose another --output-dir"
         )
     mine, theirs = _flat(cfg.to_dict()), _flat(saved.get("finetune", {}))
     for key in sorted(mine):

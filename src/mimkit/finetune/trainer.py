@@ -36,6 +36,7 @@ from mimkit.train.data import TrainData
 from mimkit.train.distributed import DistInfo, barrier, start_process
 from mimkit.train.logging import RunLogger
 from mimkit.train.loop import NonFiniteLossError, amp_dtype, autocast
+from mimkit.train.optim import clip_gradients
 from mimkit.train.pretrain import lock_output_dir
 from mimkit.train.sampling import EpochSampler, mix_seed
 from mimkit.train.schedules import cosine
@@ -68,7 +69,9 @@ class Finetuner:
         self.model_description = self.init.description
         saved = None
         if source is not None:
-            saved = read_resumable(source, self.model_description, self.init.source, cfg)
+            saved = read_resumable(
+                source, self.model_description, self.init.source, cfg, self.dist.world_size
+            )
         self.data = build_data(cfg, int(self.model_description["img_size"]))
         self.train_data = self._train_data()
         # Every check passed: from here on this run owns the output folder.
@@ -171,6 +174,7 @@ class Finetuner:
             "scaler": self.scaler.state_dict(),
             "step": step,
             "epoch": step // self.steps_per_epoch,
+            "world_size": self.dist.world_size,
             "history": self.history,
             "epoch_sums": dict(self._epoch_sums),
             "elapsed": self.elapsed,
@@ -224,10 +228,9 @@ class Finetuner:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         # The gradient norm (clip_grad 0: measured, not clipped) for the finiteness check.
-        clip = self.cfg.optim.clip_grad or math.inf
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = clip_gradients(self.model.parameters(), self.cfg.optim.clip_grad, "global")
         # One host sync per step: the loss for the log and both finiteness checks.
-        value, norm = torch.stack([loss.detach(), grad_norm.float()]).tolist()
+        value, norm = torch.stack([loss.detach(), grad_norm.float().to(loss.device)]).tolist()
         if not math.isfinite(value):
             raise self._non_finite(f"non-finite loss {value} at step {step}")
         if not self.scaler.is_enabled() and not math.isfinite(norm):  # fp16: the scaler skips
