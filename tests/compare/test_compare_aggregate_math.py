@@ -1,4 +1,4 @@
-"""Mean ± std over seeds on a hand-built results table."""
+"""Mean, std, intervals and comparisons over seeds on a hand-built results table."""
 
 from __future__ import annotations
 
@@ -6,14 +6,9 @@ import math
 
 import pytest
 
-from mimkit.compare.aggregate import (
-    curves,
-    fmt_mean_std,
-    mean_std,
-    rows_from_state,
-    summarize,
-    summary_table,
-)
+from mimkit.compare.aggregate import curves, rows_from_state, summarize
+from mimkit.compare.stats import estimate
+from mimkit.compare.tables import fmt_mean_std, summary_table
 
 
 def _row(strategy, seed, epoch, k10, lin=None, epochs=3, ips=100.0):
@@ -40,36 +35,41 @@ ROWS = [
 ]
 
 
-def test_mean_std_is_sample_std():
-    m, s, n = mean_std([50.0, 54.0, 58.0])
+def test_estimate_is_sample_std_and_student_t_interval():
+    m, s, n, lo, hi = estimate([50.0, 54.0, 58.0])
     assert (m, n) == (54.0, 3) and s == pytest.approx(4.0)
-    m, s, n = mean_std([7.0])
-    assert m == 7.0 and math.isnan(s) and n == 1
-    m, s, n = mean_std([None, float("nan")])
+    # t(0.975, 2) = 4.302653: 54 ± 4.302653 * 4 / sqrt(3)
+    assert (lo, hi) == pytest.approx((54 - 9.936551, 54 + 9.936551), abs=1e-5)
+    m, s, n, lo, hi = estimate([7.0])
+    assert m == 7.0 and math.isnan(s) and n == 1 and math.isnan(lo) and math.isnan(hi)
+    m, s, n, lo, hi = estimate([None, float("nan")])
     assert math.isnan(m) and n == 0
 
 
 def test_summary_uses_the_final_epoch_of_each_seed():
     groups = summarize(ROWS, [("A", 3), ("B", 3), ("C", 3)], [10], linear=True)
     a, b, c = groups
-    assert a.seeds == [0, 1, 2]
+    assert a.seeds == [0, 1, 2] and a.epoch == 3 and a.final
     assert a.stats["knn_top1_k10"][:2] == pytest.approx((54.0, 4.0))
     assert a.stats["linear_top1"][:2] == pytest.approx((62.0, 2.0))
-    assert a.stats["images_per_s"][0] == pytest.approx(100.0)
-    assert b.stats["knn_top1_k10"][0] == 40.0 and math.isnan(b.stats["knn_top1_k10"][1])
-    assert c.seeds == [] and c.stats["knn_top1_k10"][2] == 0
+    assert a.stats["images_per_s"].mean == pytest.approx(100.0)
+    assert b.stats["knn_top1_k10"].mean == 40.0 and math.isnan(b.stats["knn_top1_k10"].std)
+    assert c.seeds == [] and c.stats["knn_top1_k10"].n == 0
     table = summary_table(groups, [10], linear=True, multi=False)
     assert "| A |  | 3 | 54.0 ± 4.0 | 62.0 ± 2.0 | 100 |" in table
     assert "| B |  | 1 | 40.0 | 45.0 | 100 |" in table
-    assert fmt_mean_std((1.0, math.nan, 0)) == "–"
+    assert fmt_mean_std(estimate([])) == "–"
 
 
 def test_curves_mean_and_std_per_epoch():
-    pts = curves(ROWS, [("A", 3)], "knn_top1_k10")[("A", 3)]
-    assert [p[0] for p in pts] == [1, 3]
-    e1, e3 = pts
-    assert e1[1] == pytest.approx(15.0) and e1[2] == pytest.approx(math.sqrt(50.0)) and e1[3] == 2
-    assert e3[1:] == pytest.approx((54.0, 4.0, 3))
+    groups = summarize(ROWS, [("A", 3), ("C", 3)], [10], linear=False, every_epoch=True)
+    assert [(g.strategy, g.epoch) for g in groups] == [("A", 1), ("A", 3), ("C", 1), ("C", 3)]
+    lines = curves(groups, "knn_top1_k10")
+    assert [e for e, _ in lines[("C", 3)]] == [1]  # no point where no seed reached it
+    (e1, s1), (e3, s3) = lines[("A", 3)]
+    assert (e1, e3) == (1, 3)
+    assert s1.mean == pytest.approx(15.0) and s1.std == pytest.approx(math.sqrt(50.0))
+    assert s1.n == 2 and s3[:3] == pytest.approx((54.0, 4.0, 3))
 
 
 def test_rows_from_eval_json_state():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compare_fixtures import tiny_compare
 
+import mimkit.compare.launch as launch
 import mimkit.compare.runner as runner
 import mimkit.train.pretrain as pretrain
 from mimkit.cli import main
@@ -50,7 +51,11 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     assert "| Random | `random` | 2 |" in summary and " ± " in summary
     assert "AttMask-High" in summary and summary in text  # printed at the end
     with (out / "summary.csv").open() as f:
-        srows = {r["strategy"]: r for r in csv.DictReader(f)}
+        every = list(csv.DictReader(f))
+    assert sorted((r["strategy"], r["epoch"]) for r in every) == [
+        ("AttMask-High", "1"), ("AttMask-High", "2"), ("Random", "1"), ("Random", "2")
+    ]  # fmt: skip
+    srows = {r["strategy"]: r for r in every if r["epoch"] == "2"}
     assert srows["Random"]["n_seeds"] == "2"
     seeds = [float(r["knn_top1_k10"]) for r in finals if r["strategy"] == "Random"]
     assert abs(float(srows["Random"]["knn_top1_k10_mean"]) - sum(seeds) / 2) < 1e-3
@@ -98,15 +103,15 @@ def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monke
 
     calls: list[list[str]] = []
 
-    def fake_run(cmd, check=False):  # run the pretraining the child would, in-process
+    def fake_child(cmd):  # run the pretraining the child would, in-process
         from mimkit.config import load_config
 
         calls.append(cmd)
         config = Path(cmd[cmd.index("--config") + 1])
         pretrain.run_pretraining(load_config(str(config)))
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
-    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(launch, "run_child", fake_child)
     argv = ["compare", "--config", str(cfg), "--output-dir", str(out), "--only", "random"]
     assert main([*argv, "--launcher", "torchrun", "--nproc-per-node", "2"]) == 0
     assert len(calls) == 1
@@ -122,3 +127,17 @@ def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monke
     summary = (out / "summary.md").read_text()
     assert "| Random | `random` | 1 |" in summary and "1 of 1" not in summary
     assert "| AttMask-High | `high@raw:-1` | 0 of 1 |" in summary
+
+
+def test_a_run_stopped_in_its_last_epoch_is_not_finished(tmp_path: Path):
+    from mimkit.compare import build_grid, parse_compare_config
+    from mimkit.config import PretrainConfig
+
+    cc = parse_compare_config(tiny_compare(seeds=[0], epochs=1))
+    run = build_grid(cc, tmp_path / "out")[0]
+    partial = PretrainConfig.from_dict(run.config.to_dict())
+    partial.run.max_steps = 2  # of 5: the loop still logs a (partial) epoch-1 record
+    pretrain.run_pretraining(partial)
+    assert not runner._training_finished(run)
+    pretrain.run_pretraining(run.config)
+    assert runner._training_finished(run)

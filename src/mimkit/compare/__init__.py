@@ -1,7 +1,8 @@
 """``mimkit compare``: pretrain a grid of masking strategies x seeds, evaluate every kept
-checkpoint, and summarise (mean ± std over seeds, thesis-style figures)."""
+checkpoint, and summarise (mean, std and confidence intervals over seeds, paired tests
+against a baseline strategy, thesis-style figures)."""
 
-from mimkit.compare.aggregate import mean_std, rows_from_state, summarize
+from mimkit.compare.aggregate import rows_from_state, summarize
 from mimkit.compare.report import write_report
 from mimkit.compare.runner import (
     CompareInterrupted,
@@ -16,6 +17,7 @@ from mimkit.compare.spec import (
     EvalSettings,
     RunSpec,
     Strategy,
+    baseline_strategy,
     build_grid,
     check_existing_runs,
     load_compare_config,
@@ -31,10 +33,10 @@ __all__ = [
     "GridReport",
     "RunSpec",
     "Strategy",
+    "baseline_strategy",
     "build_grid",
     "check_existing_runs",
     "load_compare_config",
-    "mean_std",
     "parse_compare_config",
     "read_compare_file_text",
     "read_eval",

@@ -1,39 +1,32 @@
-"""Tables from a grid's ``eval.json`` files: one row per run x evaluated epoch
-(``results.csv``), and per strategy the mean ± std over seeds at the final epoch
-(``summary.csv``, ``summary.md``).
-
-The std is the sample standard deviation (n - 1 in the denominator); with one seed it is
-undefined (NaN in the CSV, left out of the Markdown).
+"""From a grid's ``eval.json`` files to numbers: one row per run x evaluated epoch
+(``results.csv``); per strategy (and epoch budget) at each evaluated epoch the mean, sample
+std and 95% Student-t interval over seeds; and the paired comparison of every strategy with
+a baseline strategy on their common seeds, Holm-corrected across the strategies compared
+(see :mod:`mimkit.compare.stats`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mimkit.compare import stats
 from mimkit.compare.runner import read_eval
-from mimkit.compare.spec import CompareConfig, RunSpec
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """``(mean, sample std, n)`` of the finite values; NaN where undefined."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(xs) / n
-    if n < 2:
-        return mean, math.nan, n
-    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
-    return mean, math.sqrt(var), n
+from mimkit.compare.spec import RunSpec
+from mimkit.compare.stats import Estimate, PairedTest
 
 
 def knn_col(k: int, which: str = "top1") -> str:
     return f"knn_{which}_k{k}"
+
+
+def metric_columns(ks: Sequence[int], linear: bool) -> list[str]:
+    """The accuracies summarised and compared: k-NN top-1 per k, then the linear probe's."""
+    return [knn_col(k) for k in ks] + (["linear_top1"] if linear else [])
 
 
 def result_columns(ks: Sequence[int], linear: bool) -> list[str]:
@@ -83,15 +76,41 @@ def rows_from_state(
 
 
 @dataclass
+class Comparison:
+    """One strategy against the baseline on one metric at one epoch."""
+
+    test: PairedTest
+    p_holm: float = math.nan
+    detectable: float = math.nan  # true difference found with 80% power, these many seeds
+    seeds_for_1pt: int | None = None  # seeds needed to find a 1-point difference so
+
+    @property
+    def significant(self) -> bool | None:
+        """At 5% after Holm's correction; None when untested (fewer than two pairs)."""
+        return None if math.isnan(self.p_holm) else self.p_holm < stats.ALPHA
+
+
+@dataclass
 class Group:
-    """One strategy at one epoch budget."""
+    """One strategy at one epoch budget, at one evaluated epoch."""
 
     strategy: str
     mask: str
     epochs: int
-    seeds: list[int] = field(default_factory=list)  # seeds with a final-epoch result
-    stats: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    epoch: int
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> %
+    stats: dict[str, Estimate] = field(default_factory=dict)
+    versus: dict[str, Comparison] = field(default_factory=dict)  # empty for the baseline
     planned_seeds: int = 0
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds with a result at this epoch (for any metric)."""
+        return sorted({s for v in self.values.values() for s in v})
+
+    @property
+    def final(self) -> bool:
+        return self.epoch == self.epochs
 
     def label(self, multi_budget: bool) -> str:
         return f"{self.strategy} ({self.epochs} ep)" if multi_budget else self.strategy
@@ -104,49 +123,80 @@ def summarize(
     linear: bool,
     masks: dict[str, str] | None = None,
     planned: dict[tuple[str, int], int] | None = None,
+    baseline: str | None = None,
+    every_epoch: bool = False,
 ) -> list[Group]:
-    """Per (strategy, budget), in ``order``: mean ± std over seeds at the final epoch."""
-    metrics = [knn_col(k) for k in ks] + (["linear_top1"] if linear else [])
+    """Per (strategy, budget) in ``order``: statistics over seeds at the final epoch (at
+    every evaluated epoch with ``every_epoch``), each compared with ``baseline``'s group at
+    the same budget and epoch when a baseline is named."""
+    metrics = metric_columns(ks, linear)
     groups = []
     for strategy, epochs in order:
-        final = [
-            r
-            for r in rows
-            if r["strategy"] == strategy and r["epochs"] == epochs and r["epoch"] == epochs
-        ]
-        g = Group(
-            strategy=strategy,
-            mask=(masks or {}).get(strategy, ""),
-            epochs=epochs,
-            seeds=sorted(r["seed"] for r in final),
-            planned_seeds=(planned or {}).get((strategy, epochs), 0),
-        )
-        for m in metrics:
-            g.stats[m] = mean_std(r.get(m) for r in final)
-        # Training speed: each run's mean over its epochs (one epoch's value is noisy).
-        g.stats["images_per_s"] = mean_std(
-            r["run_images_per_s"]
-            if r.get("run_images_per_s") is not None
-            else r.get("images_per_s")
-            for r in final
-        )
-        groups.append(g)
+        sel = [r for r in rows if r["strategy"] == strategy and r["epochs"] == epochs]
+        at = sorted({r["epoch"] for r in sel} | {epochs}) if every_epoch else [epochs]
+        for epoch in at:
+            here = [r for r in sel if r["epoch"] == epoch]
+            g = Group(
+                strategy=strategy,
+                mask=(masks or {}).get(strategy, ""),
+                epochs=epochs,
+                epoch=epoch,
+                planned_seeds=(planned or {}).get((strategy, epochs), 0),
+            )
+            for m in metrics:
+                g.values[m] = {
+                    int(r["seed"]): float(r[m])
+                    for r in here
+                    if r.get(m) is not None and math.isfinite(float(r[m]))
+                }
+                g.stats[m] = stats.estimate(list(g.values[m].values()))
+            # Training speed: each run's mean over its epochs (one epoch's value is noisy).
+            g.stats["images_per_s"] = stats.estimate(
+                [r.get("run_images_per_s") or r.get("images_per_s") for r in here]
+            )
+            groups.append(g)
+    if baseline is not None:
+        compare_with(groups, baseline, metrics)
     return groups
 
 
+def compare_with(groups: Sequence[Group], baseline: str, metrics: Sequence[str]) -> None:
+    """Fill ``versus`` of every group but the baseline's, at the baseline's budget and epoch:
+    a paired test on the common seeds, Holm-corrected across the strategies compared."""
+    cells: dict[tuple[int, int], list[Group]] = {}
+    for g in groups:
+        cells.setdefault((g.epochs, g.epoch), []).append(g)
+    for cell in cells.values():
+        base = next((g for g in cell if g.strategy == baseline), None)
+        if base is None:
+            continue
+        others = [g for g in cell if g is not base]
+        for m in metrics:
+            for g in others:
+                common = sorted(set(g.values[m]) & set(base.values[m]))
+                test = stats.paired_test(
+                    [g.values[m][s] for s in common], [base.values[m][s] for s in common]
+                )
+                sd, n = test.diff.std, test.n
+                g.versus[m] = Comparison(
+                    test=test,
+                    detectable=stats.detectable_difference(sd, n),
+                    seeds_for_1pt=stats.seeds_needed(sd),
+                )
+            adjusted = stats.holm([g.versus[m].test.p for g in others])
+            for g, p in zip(others, adjusted, strict=True):
+                g.versus[m].p_holm = p
+
+
 def curves(
-    rows: Sequence[dict[str, Any]], order: Sequence[tuple[str, int]], metric: str
-) -> dict[tuple[str, int], list[tuple[int, float, float, int]]]:
-    """Per (strategy, budget): ``[(epoch, mean, std, n)]`` over seeds, by epoch."""
-    out = {}
-    for strategy, epochs in order:
-        sel = [r for r in rows if r["strategy"] == strategy and r["epochs"] == epochs]
-        pts = []
-        for e in sorted({r["epoch"] for r in sel}):
-            m, s, n = mean_std(r.get(metric) for r in sel if r["epoch"] == e)
-            if n:
-                pts.append((e, m, s, n))
-        out[(strategy, epochs)] = pts
+    groups: Sequence[Group], metric: str
+) -> dict[tuple[str, int], list[tuple[int, Estimate]]]:
+    """Per (strategy, budget): ``[(epoch, estimate over seeds)]`` where there is a result."""
+    out: dict[tuple[str, int], list[tuple[int, Estimate]]] = {}
+    for g in groups:
+        pts = out.setdefault((g.strategy, g.epochs), [])
+        if g.stats[metric].n:
+            pts.append((g.epoch, g.stats[metric]))
     return out
 
 
@@ -162,86 +212,3 @@ def write_results_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Seque
         w.writerow(columns)
         for r in rows:
             w.writerow([_num(r.get(c)) for c in columns])
-
-
-def summary_columns(ks: Sequence[int], linear: bool) -> list[str]:
-    cols = ["strategy", "mask", "epochs", "n_seeds", "seeds"]
-    for m in [knn_col(k) for k in ks] + (["linear_top1"] if linear else []):
-        cols += [f"{m}_mean", f"{m}_std"]
-    return cols + ["images_per_s_mean"]
-
-
-def write_summary_csv(groups: Sequence[Group], path: Path, ks: Sequence[int], linear: bool) -> None:
-    cols = summary_columns(ks, linear)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for g in groups:
-            row: dict[str, Any] = {
-                "strategy": g.strategy,
-                "mask": g.mask,
-                "epochs": g.epochs,
-                "n_seeds": len(g.seeds),
-                "seeds": " ".join(str(s) for s in g.seeds),
-                "images_per_s_mean": g.stats["images_per_s"][0],
-            }
-            for m, (mean, std, _) in g.stats.items():
-                row[f"{m}_mean"], row[f"{m}_std"] = mean, std
-            w.writerow([_num(row.get(c)) for c in cols])
-
-
-def fmt_mean_std(stat: tuple[float, float, int], digits: int = 1) -> str:
-    mean, std, n = stat
-    if n == 0:
-        return "–"
-    if n < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def summary_table(groups: Sequence[Group], ks: Sequence[int], linear: bool, multi: bool) -> str:
-    head = ["strategy", "mask", "seeds"]
-    head += [f"k-NN@{k} top-1" for k in ks]
-    if linear:
-        head.append("linear top-1")
-    head.append("img/s")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for g in groups:
-        seeds = str(len(g.seeds))
-        if g.planned_seeds and g.planned_seeds != len(g.seeds):
-            seeds += f" of {g.planned_seeds}"
-        mask, _, extra = g.mask.partition("; ")
-        cells = [g.label(multi), (f"`{mask}`" if mask else "") + (f" + {extra}" if extra else "")]
-        cells.append(seeds)
-        cells += [fmt_mean_std(g.stats[knn_col(k)]) for k in ks]
-        if linear:
-            cells.append(fmt_mean_std(g.stats["linear_top1"]))
-        ips = g.stats["images_per_s"][0]
-        cells.append("–" if math.isnan(ips) else f"{ips:.0f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def summary_markdown(cc: CompareConfig, groups: Sequence[Group], notes: Sequence[str] = ()) -> str:
-    ev = cc.eval
-    epochs = sorted({g.epochs for g in groups})
-    linear = (
-        f"; linear probe on {ev.linear_features} features, {ev.linear_epochs} epochs"
-        if ev.linear
-        else ""
-    )
-    text = [
-        "# Strategy comparison",
-        "",
-        f"Compare config: `{cc.source}` (base `{cc.base}`).",
-        f"Final epoch ({', '.join(map(str, epochs))}); k-NN of the teacher backbone "
-        f"({ev.features} features, T = {ev.temperature}) on the val split against the "
-        "pretraining train split"
-        + linear
-        + ". Values are top-1 % as mean ± sample std over seeds (no ± with one seed).",
-        "",
-        summary_table(groups, ev.knn_ks, ev.linear, cc.multi_budget),
-    ]
-    if notes:
-        text += [""] + [f"- {n}" for n in notes]
-    return "\n".join(text) + "\n"

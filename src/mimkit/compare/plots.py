@@ -1,5 +1,6 @@
 """The thesis-style figures of a comparison (matplotlib's Agg canvas, no display, no global
-backend switch): accuracy vs epoch with a ± std band over seeds, and sorted final bars."""
+backend switch): accuracy vs epoch with a 95% confidence band over seeds, and sorted final
+bars with 95% confidence intervals."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mimkit.compare.aggregate import Group
+from mimkit.compare.stats import Estimate
 
 _STYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -31,12 +33,12 @@ def _color(i: int, n: int):
 
 
 def plot_curves(
-    panels: Sequence[tuple[str, dict[str, list[tuple[int, float, float, int]]]]],
+    panels: Sequence[tuple[str, dict[str, list[tuple[int, Estimate]]]]],
     path: Path,
     title: str = "",
 ) -> None:
-    """One panel per ``(y label, {line label: [(epoch, mean, std, n)]})``; a shaded band
-    of ± std where a point has two or more seeds."""
+    """One panel per ``(y label, {line label: [(epoch, estimate)]})``; a shaded band of the
+    95% confidence interval of the mean where a point has two or more seeds."""
     legend_w = 3.4
     fig, axes = _figure(7.0 * len(panels) + legend_w, 5.0, len(panels))
     handles = labels = None
@@ -45,10 +47,9 @@ def plot_curves(
         for i, (label, pts) in enumerate(lines.items()):
             if not pts:
                 continue
-            xs = [p[0] for p in pts]
-            ms = [p[1] for p in pts]
+            xs = [e for e, _ in pts]
+            ms = [est.mean for _, est in pts]
             color = _color(i, n)
-            nseeds = max(p[3] for p in pts)
             ax.plot(
                 xs,
                 ms,
@@ -57,17 +58,11 @@ def plot_curves(
                 markersize=4,
                 color=color,
                 linewidth=1.6,
-                label=f"{label} (n={nseeds})",
+                label=f"{label} (n={max(est.n for _, est in pts)})",
             )
-            if any(p[3] >= 2 for p in pts):
-                lo = [
-                    m - (s if p[3] >= 2 else 0.0)
-                    for m, s, p in zip(ms, [p[2] for p in pts], pts, strict=True)
-                ]
-                hi = [
-                    m + (s if p[3] >= 2 else 0.0)
-                    for m, s, p in zip(ms, [p[2] for p in pts], pts, strict=True)
-                ]
+            if any(est.n >= 2 for _, est in pts):
+                lo = [est.low if est.n >= 2 else est.mean for _, est in pts]
+                hi = [est.high if est.n >= 2 else est.mean for _, est in pts]
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -88,43 +83,46 @@ def plot_curves(
 
 
 def plot_final_bars(
-    panels: Sequence[tuple[str, list[tuple[str, float, float, int]]]],
+    panels: Sequence[tuple[str, list[tuple[str, Estimate]]]],
     path: Path,
     title: str = "",
 ) -> None:
-    """Horizontal bars sorted by mean (best on top), std error bars where n >= 2."""
+    """Horizontal bars sorted by mean (best on top), 95% confidence intervals where n >= 2."""
     rows = max((len(b) for _, b in panels), default=1)
     fig, axes = _figure(5.2 * len(panels) + 2.2, 0.34 * rows + 1.6, len(panels))
     for ax, (xlabel, bars) in zip(axes, panels, strict=True):
-        bars = sorted((b for b in bars if not math.isnan(b[1])), key=lambda b: b[1])
+        bars = sorted((b for b in bars if not math.isnan(b[1].mean)), key=lambda b: b[1].mean)
         if not bars:
             continue
         ys = range(len(bars))
-        means = [b[1] for b in bars]
-        errs = [b[2] if b[3] >= 2 and not math.isnan(b[2]) else 0.0 for b in bars]
-        colors = ["#4c72b0" if b[3] >= 2 else "#9db4d6" for b in bars]
+        means = [est.mean for _, est in bars]
+        lows = [est.mean - est.low if est.n >= 2 else 0.0 for _, est in bars]
+        highs = [est.high - est.mean if est.n >= 2 else 0.0 for _, est in bars]
+        colors = ["#4c72b0" if est.n >= 2 else "#9db4d6" for _, est in bars]
         ax.barh(list(ys), means, color=colors, height=0.7)
-        multi = [i for i, b in enumerate(bars) if b[3] >= 2]
+        multi = [i for i, (_, est) in enumerate(bars) if est.n >= 2]
         if multi:
             ax.errorbar(
                 [means[i] for i in multi],
                 multi,
-                xerr=[errs[i] for i in multi],
+                xerr=[[lows[i] for i in multi], [highs[i] for i in multi]],
                 fmt="none",
                 ecolor="black",
                 capsize=3,
                 linewidth=1.2,
             )
         ax.set_yticks(list(ys))
-        ax.set_yticklabels([f"{b[0]} (n={b[3]})" for b in bars], fontsize=8)
-        lo = min(m - e for m, e in zip(means, errs, strict=True))
-        hi = max(m + e for m, e in zip(means, errs, strict=True))
+        ax.set_yticklabels([f"{label} (n={est.n})" for label, est in bars], fontsize=8)
+        lo = min(m - e for m, e in zip(means, lows, strict=True))
+        hi = max(m + e for m, e in zip(means, highs, strict=True))
         span = max(hi - lo, 1.0)
         ax.set_xlim(max(0.0, lo - 0.6 * span), hi + 0.35 * span)
-        for y, m, e in zip(ys, means, errs, strict=True):
+        for y, m, e in zip(ys, means, highs, strict=True):
             ax.text(m + e + 0.03 * span, y, f"{m:.1f}", va="center", fontsize=7)
         ax.set_xlabel(
-            xlabel + ("\n(pale bars: one seed, no error bar)" if len(multi) < len(bars) else "")
+            xlabel
+            + "\n(error bars: 95% CI over seeds"
+            + ("; pale bars: one seed, no interval)" if len(multi) < len(bars) else ")")
         )
         ax.grid(True, axis="x", alpha=0.3)
     if title:
@@ -136,22 +134,18 @@ def plot_final_bars(
 def write_plots(
     out: Path,
     groups: Sequence[Group],
-    curve_panels: Sequence[tuple[str, dict[str, list[tuple[int, float, float, int]]]]],
+    curve_panels: Sequence[tuple[str, dict[str, list[tuple[int, Estimate]]]]],
     bar_metrics: Sequence[tuple[str, str]],
     multi_budget: bool,
     title: str = "",
 ) -> list[Path]:
-    """``knn_vs_epoch.png`` and ``final_bar.png`` in ``out``; ``bar_metrics`` is
-    ``[(stat key, axis label)]``."""
+    """``knn_vs_epoch.png`` and ``final_bar.png`` in ``out``; ``groups`` at the final epoch,
+    ``bar_metrics`` is ``[(stat key, axis label)]``."""
     curves_path, bars_path = out / "knn_vs_epoch.png", out / "final_bar.png"
     plot_curves(curve_panels, curves_path, title)
-    bar_panels = []
-    for key, label in bar_metrics:
-        bars = [
-            (g.label(multi_budget), g.stats[key][0], g.stats[key][1], g.stats[key][2])
-            for g in groups
-            if g.stats.get(key, (math.nan, 0, 0))[2] > 0
-        ]
-        bar_panels.append((label, bars))
+    bar_panels = [
+        (label, [(g.label(multi_budget), g.stats[key]) for g in groups if g.stats[key].n > 0])
+        for key, label in bar_metrics
+    ]
     plot_final_bars(bar_panels, bars_path, title)
     return [curves_path, bars_path]

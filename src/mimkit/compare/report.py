@@ -13,17 +13,16 @@ from mimkit.compare.aggregate import (
     knn_col,
     result_columns,
     summarize,
-    summary_markdown,
     write_results_csv,
-    write_summary_csv,
 )
 from mimkit.compare.plots import write_plots
-from mimkit.compare.spec import CompareConfig, RunSpec
+from mimkit.compare.spec import CompareConfig, RunSpec, baseline_strategy
+from mimkit.compare.tables import summary_markdown, write_summary_csv
 
 
 @dataclass
 class Report:
-    groups: list[Group]
+    groups: list[Group]  # every strategy (x budget) at every evaluated epoch
     markdown: str
     files: list[Path]
     rows: int
@@ -46,26 +45,35 @@ def describe(run: RunSpec) -> str:
 
 
 def write_report(
-    cc: CompareConfig, runs: Sequence[RunSpec], out: str | Path, notes: Sequence[str] = ()
+    cc: CompareConfig,
+    runs: Sequence[RunSpec],
+    out: str | Path,
+    notes: Sequence[str] = (),
+    baseline: str | None = None,
 ) -> Report:
+    """``baseline``: the strategy the others are tested against (default: Random when the
+    grid has it, else the first strategy)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ev = cc.eval
+    base = baseline_strategy(cc, baseline)
     rows = collect_rows(runs, ev.knn_ks)
     order = _order(runs)
     masks = {r.strategy.name: describe(r) for r in runs}
     planned: dict[tuple[str, int], int] = {}
     for r in runs:
         planned[(r.strategy.name, r.epochs)] = planned.get((r.strategy.name, r.epochs), 0) + 1
-    groups = summarize(rows, order, ev.knn_ks, ev.linear, masks, planned)
+    groups = summarize(
+        rows, order, ev.knn_ks, ev.linear, masks, planned, baseline=base, every_epoch=True
+    )
     results_csv, summary_csv, summary_md = (
         out / "results.csv",
         out / "summary.csv",
         out / "summary.md",
     )
     write_results_csv(rows, results_csv, result_columns(ev.knn_ks, ev.linear))
-    write_summary_csv(groups, summary_csv, ev.knn_ks, ev.linear)
-    markdown = summary_markdown(cc, groups, notes)
+    write_summary_csv(groups, summary_csv, ev.knn_ks, ev.linear, base)
+    markdown = summary_markdown(cc, groups, base, notes)
     summary_md.write_text(markdown)
     files = [results_csv, summary_csv, summary_md]
     if rows:
@@ -74,19 +82,20 @@ def write_report(
         panels = [
             (
                 f"k-NN top-1 (%), k={k}",
-                {label(s, e): pts for (s, e), pts in curves(rows, order, knn_col(k)).items()},
+                {label(s, e): pts for (s, e), pts in curves(groups, knn_col(k)).items()},
             )
         ]
         if ev.linear and ev.linear_every:
             panels.append(
                 (
                     "linear top-1 (%)",
-                    {label(s, e): p for (s, e), p in curves(rows, order, "linear_top1").items()},
+                    {label(s, e): p for (s, e), p in curves(groups, "linear_top1").items()},
                 )
             )
         bars = [(knn_col(k), f"k-NN top-1 (%), k={k}, final epoch")]
         if ev.linear:
             bars.append(("linear_top1", "linear top-1 (%), final epoch"))
         title = cc.description or Path(cc.source).stem.replace("_", " ")
-        files += write_plots(out, groups, panels, bars, cc.multi_budget, title)
+        final = [g for g in groups if g.final]
+        files += write_plots(out, final, panels, bars, cc.multi_budget, title)
     return Report(groups=groups, markdown=markdown, files=files, rows=len(rows))

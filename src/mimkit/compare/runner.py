@@ -1,4 +1,4 @@
-"""Run a compare grid: pretrain each run (in this process, or with torchrun), evaluate its
+"""Run a compare grid: pretrain each run (see :mod:`mimkit.compare.launch`), evaluate its
 kept checkpoints with k-NN (and optionally a linear probe), and record ``eval.json``.
 
 Everything is resumable: a run whose ``eval.json`` is complete for the current settings is
@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mimkit.compare.spec import CompareConfig, RunSpec, identity_hash
+from mimkit.compare.launch import (
+    CompareInterrupted,
+    Nodes,
+    RunFailed,
+    pretrain_inprocess,
+    pretrain_torchrun,
+)
+from mimkit.compare.spec import CompareConfig, EvalSettings, RunSpec, identity_hash
 from mimkit.errors import MimkitError
 
 EVAL_FILE = "eval.json"
 LAUNCHERS = ("inprocess", "torchrun")
-
-
-class CompareInterrupted(MimkitError):
-    """Ctrl-C / SIGTERM during a run: what is finished is kept; rerun to resume."""
 
 
 @dataclass
@@ -59,24 +58,23 @@ def write_eval(run_dir: str | Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _matches(state: dict[str, Any], run: RunSpec, cc: CompareConfig) -> bool:
+def _matches(state: dict[str, Any], run: RunSpec, ev: EvalSettings) -> bool:
     return (
-        state.get("config_hash") == identity_hash(run.config)
-        and state.get("eval_key") == cc.eval.key()
+        state.get("config_hash") == identity_hash(run.config) and state.get("eval_key") == ev.key()
     )
 
 
-def is_complete(state: dict[str, Any], run: RunSpec, cc: CompareConfig) -> bool:
+def is_complete(state: dict[str, Any], run: RunSpec, ev: EvalSettings) -> bool:
     return (
         state.get("status") == "complete"
-        and _matches(state, run, cc)
+        and _matches(state, run, ev)
         and str(run.epochs) in state.get("epochs_eval", {})
     )
 
 
-def run_status(run: RunSpec, cc: CompareConfig) -> str:
+def run_status(run: RunSpec, ev: EvalSettings) -> str:
     """``done``, ``partial`` (some training or evaluation on disk) or ``new``."""
-    if is_complete(read_eval(run.out), run, cc):
+    if is_complete(read_eval(run.out), run, ev):
         return "done"
     if (run.out / "checkpoint.pth").is_file() or (run.out / EVAL_FILE).is_file():
         return "partial"
@@ -85,65 +83,18 @@ def run_status(run: RunSpec, cc: CompareConfig) -> str:
 
 # -- pretraining ------------------------------------------------------------------------
 def _training_finished(run: RunSpec) -> bool:
-    from mimkit.train.logging import read_log
+    """The latest checkpoint holds every epoch. (Not the epoch log: a run stopped in the
+    middle of an epoch logs that epoch too.)"""
+    import torch
 
-    if not (run.out / "checkpoint.pth").is_file():
+    path = run.out / "checkpoint.pth"
+    if not path.is_file():
         return False
-    epochs = [r.get("epoch", 0) for r in read_log(run.out, "epoch")]
-    return bool(epochs) and max(epochs) >= run.epochs
-
-
-def pretrain_inprocess(run: RunSpec) -> None:
-    from mimkit.train.pretrain import run_pretraining
-
-    result = run_pretraining(run.config)
-    if result.status == "non_finite":
-        raise RunFailed(result.error or "non-finite values")
-    if result.status == "stopped":
-        raise CompareInterrupted(f"stopped during {run.name} at step {result.step}")
-    if result.status != "finished":
-        raise RunFailed(f"pretraining ended with status {result.status!r}")
-
-
-def write_run_config(run: RunSpec) -> Path:
-    run.out.mkdir(parents=True, exist_ok=True)
-    path = run.out / "config.yaml"
-    path.write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
-    return path
-
-
-def torchrun_command(config_path: Path, nproc_per_node: int) -> list[str]:
-    # ``python -m torch.distributed.run`` is the ``torchrun`` entry point, without relying
-    # on the script being on PATH.
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc_per_node}",
-        "-m",
-        "mimkit",
-        "pretrain",
-        "--config",
-        str(config_path),
-        "--no-knn",
-    ]
-
-
-def pretrain_torchrun(run: RunSpec, nproc_per_node: int) -> None:
-    cmd = torchrun_command(write_run_config(run), nproc_per_node)
-    try:
-        rc = subprocess.run(cmd, check=False).returncode
-    except KeyboardInterrupt:
-        raise CompareInterrupted(f"stopped during {run.name}") from None
-    if rc == 130:
-        raise CompareInterrupted(f"stopped during {run.name}")
-    if rc != 0:
-        raise RunFailed(f"torchrun exited with status {rc} ({' '.join(cmd)})")
-
-
-class RunFailed(Exception):
-    """One run could not be trained or evaluated; the grid goes on with the others."""
+    try:  # memory-mapped: the tensors are not read
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"]) >= run.epochs
+    except Exception:  # unreadable or foreign: not finished; resuming will say what is wrong
+        return False
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -193,14 +144,13 @@ def checkpoint_for_epoch(run: RunSpec, epoch: int) -> Path | None:
 
 
 def evaluate_checkpoint(
-    run: RunSpec, cc: CompareConfig, path: Path, data: _EvalData, linear: bool
+    run: RunSpec, ev: EvalSettings, path: Path, data: _EvalData, linear: bool
 ) -> dict[str, Any]:
     """k-NN (and the linear probe when ``linear``) of the checkpoint's teacher backbone."""
     from mimkit.evaluate import cached_features, file_identity, knn_evaluate, train_linear
     from mimkit.evaluate.prepare import CACHE_VERSION
     from mimkit.weights.io import load_pretrained
 
-    ev = cc.eval
     model, mcfg, _ = load_pretrained(path, "teacher")
     model.to(data.device).eval()
 
@@ -283,10 +233,9 @@ def _mean_images_per_s(log: dict[int, dict[str, Any]], epochs: int) -> float | N
 
 
 def evaluate_run(
-    run: RunSpec, cc: CompareConfig, state: dict[str, Any], save: Callable[[], None]
+    run: RunSpec, ev: EvalSettings, state: dict[str, Any], save: Callable[[], None]
 ) -> None:
     """Fill ``state["epochs_eval"]`` for every evaluable epoch not yet in it."""
-    ev = cc.eval
     done: dict[str, Any] = state.setdefault("epochs_eval", {})
     log = _epoch_log(run)
     data: _EvalData | None = None
@@ -305,7 +254,7 @@ def evaluate_run(
             continue
         if data is None:
             data = _eval_data(run)
-        result = evaluate_checkpoint(run, cc, path, data, need_linear)
+        result = evaluate_checkpoint(run, ev, path, data, need_linear)
         rec = log.get(epoch, {})
         for key in ("loss", "images_per_s", "nmi"):
             if key in rec:
@@ -321,9 +270,10 @@ def _fmt_seconds(s: float) -> str:
 
 def run_one(
     run: RunSpec,
-    cc: CompareConfig,
+    ev: EvalSettings,
     launcher: str = "inprocess",
     nproc_per_node: int = 1,
+    nodes: Nodes | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) and evaluate one run; return its eval.json payload."""
     old = read_eval(run.out)
@@ -335,11 +285,11 @@ def run_one(
         "seed": run.seed,
         "epochs": run.epochs,
         "config_hash": identity_hash(run.config),
-        "eval_key": cc.eval.key(),
+        "eval_key": ev.key(),
         "status": "partial",
         "pretrain_seconds": 0.0,
     }
-    if _matches(old, run, cc):
+    if _matches(old, run, ev):
         state["epochs_eval"] = old.get("epochs_eval", {})
         state["pretrain_seconds"] = float(old.get("pretrain_seconds", 0.0))
 
@@ -350,7 +300,7 @@ def run_one(
         t0 = time.perf_counter()
         try:
             if launcher == "torchrun":
-                pretrain_torchrun(run, nproc_per_node)
+                pretrain_torchrun(run, nproc_per_node, nodes)
             else:
                 pretrain_inprocess(run)
         finally:
@@ -361,7 +311,7 @@ def run_one(
     state["images_per_s"] = _mean_images_per_s(log, run.epochs)
     save()
     t0 = time.perf_counter()
-    evaluate_run(run, cc, state, save)
+    evaluate_run(run, ev, state, save)
     state["eval_seconds"] = round(time.perf_counter() - t0, 1)
     state["status"] = "complete"
     state.pop("error", None)
@@ -387,6 +337,45 @@ def _result_line(state: dict[str, Any], k: int) -> str:
     return ", ".join(parts)
 
 
+def first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def record_failure(run: RunSpec, msg: str) -> None:
+    failed = read_eval(run.out) or {"run": run.name, "strategy": run.strategy.name}
+    failed.update(status="failed", error=msg)
+    write_eval(run.out, failed)
+
+
+def start_line(run: RunSpec) -> str:
+    return (
+        f"{run.strategy.name} seed {run.seed}, {run.epochs} epochs, mask "
+        f"{' '.join(run.config.masking.strategies)}"
+    )
+
+
+def finish_line(state: dict[str, Any], seconds: float, k: int) -> str:
+    return f"finished in {_fmt_seconds(seconds)} ({_result_line(state, k)})"
+
+
+def runs_to_do(
+    runs: list[RunSpec], ev: EvalSettings, report: GridReport, echo: Callable[[str], None]
+) -> list[tuple[str, RunSpec]]:
+    """``(tag, run)`` of every run not complete yet; the complete ones are reported skipped."""
+    n = len(runs)
+    width = len(str(n))
+    todo = []
+    for i, run in enumerate(runs, 1):
+        tag = f"[{i:>{width}}/{n}] {run.name}"
+        state = read_eval(run.out)
+        if is_complete(state, run, ev):
+            report.skipped.append(run.name)
+            echo(f"{tag}: done already, skipped ({_result_line(state, ev.shown_k)})")
+        else:
+            todo.append((tag, run))
+    return todo
+
+
 def run_grid(
     cc: CompareConfig,
     runs: list[RunSpec],
@@ -396,23 +385,13 @@ def run_grid(
     echo: Callable[[str], None] = print,
 ) -> GridReport:
     """Run every run of ``runs`` in order; a failed run is recorded and the grid goes on."""
+    ev = cc.eval
     report = GridReport()
-    n = len(runs)
-    width = len(str(n))
-    for i, run in enumerate(runs, 1):
-        tag = f"[{i:>{width}}/{n}] {run.name}"
-        state = read_eval(run.out)
-        if is_complete(state, run, cc):
-            report.skipped.append(run.name)
-            echo(f"{tag}: done already, skipped ({_result_line(state, cc.eval.shown_k)})")
-            continue
-        echo(
-            f"{tag}: {run.strategy.name} seed {run.seed}, {run.epochs} epochs, mask "
-            f"{' '.join(run.config.masking.strategies)} ..."
-        )
+    for tag, run in runs_to_do(runs, ev, report, echo):
+        echo(f"{tag}: {start_line(run)} ...")
         t0 = time.perf_counter()
         try:
-            state = run_one(run, cc, launcher, nproc_per_node)
+            state = run_one(run, ev, launcher, nproc_per_node)
         except CompareInterrupted as err:
             report.interrupted = str(err)
             echo(f"{tag}: interrupted; rerun the same command to resume")
@@ -422,16 +401,11 @@ def run_grid(
             echo(f"{tag}: interrupted; rerun the same command to resume")
             break
         except (RunFailed, MimkitError) as err:
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            msg = first_line(err)
             report.failed[run.name] = msg
-            failed = read_eval(run.out) or {"run": run.name, "strategy": run.strategy.name}
-            failed.update(status="failed", error=msg)
-            write_eval(run.out, failed)
+            record_failure(run, msg)
             echo(f"{tag}: FAILED: {msg}")
             continue
         report.trained.append(run.name)
-        echo(
-            f"{tag}: finished in {_fmt_seconds(time.perf_counter() - t0)} "
-            f"({_result_line(state, cc.eval.shown_k)})"
-        )
+        echo(f"{tag}: {finish_line(state, time.perf_counter() - t0, ev.shown_k)}")
     return report

@@ -338,6 +338,20 @@ def load_compare_config(
     return parse_compare_config(data, source, extra_overrides)
 
 
+def baseline_strategy(cc: CompareConfig, name: str | None = None) -> str:
+    """The strategy the others are tested against: ``name`` (a strategy's name or folder
+    slug), else Random when the grid has it, else the first strategy."""
+    by_key = {s.name.lower(): s.name for s in cc.strategies}
+    by_key.update({s.slug: s.name for s in cc.strategies})
+    if name is None:
+        return by_key.get("random", cc.strategies[0].name)
+    found = by_key.get(name.strip().lower())
+    if found is None:
+        names = ", ".join(s.name for s in cc.strategies)
+        raise ConfigError(f"--baseline {name!r} is not a strategy of this config ({names})")
+    return found
+
+
 # -- the grid ---------------------------------------------------------------------------
 def run_name(strategy: Strategy, seed: int, epochs: int, multi_budget: bool) -> str:
     return f"{strategy.slug}-s{seed}" + (f"-e{epochs}" if multi_budget else "")

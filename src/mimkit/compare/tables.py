@@ -1,0 +1,396 @@
+"""``summary.csv`` (one row per strategy x budget x evaluated epoch, every statistic) and
+``summary.md`` (the final epoch against the baseline, what is and is not established, and
+the curve by epoch)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mimkit.compare import stats
+from mimkit.compare.aggregate import Comparison, Group, knn_col, metric_columns
+from mimkit.compare.spec import CompareConfig
+from mimkit.compare.stats import Estimate
+
+NA = "n/a"
+
+
+def metric_label(metric: str) -> str:
+    return "linear top-1" if metric == "linear_top1" else f"k-NN@{metric.rsplit('k', 1)[1]} top-1"
+
+
+# -- formatting -------------------------------------------------------------------------
+def _num(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else round(v, 4)
+    return "" if v is None else v
+
+
+def fmt_mean_std(est: Estimate, digits: int = 1) -> str:
+    if est.n == 0:
+        return "–"
+    if est.n < 2:
+        return f"{est.mean:.{digits}f}"
+    return f"{est.mean:.{digits}f} ± {est.std:.{digits}f}"
+
+
+def fmt_interval(low: float, high: float, signed: bool = False) -> str:
+    if math.isnan(low):
+        return NA
+    f = "+.1f" if signed else ".1f"
+    return f"[{low:{f}}, {high:{f}}]"
+
+
+def fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return NA
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def significance(c: Comparison | None) -> str:
+    if c is None:
+        return ""
+    sig = c.significant
+    return NA if sig is None else ("yes" if sig else "no")
+
+
+def comparison_cells(g: Group, metric: str) -> list[str]:
+    """95% CI, Δ, its CI, p, p Holm, significant: the table cells of ``g`` on ``metric``."""
+    est = g.stats[metric]
+    ci = fmt_interval(est.low, est.high)
+    c = g.versus.get(metric)
+    if c is None:
+        return [ci, "baseline" if est.n else "–", "", "", "", ""]
+    d = c.test.diff
+    if d.n == 0:
+        return [ci, "–", NA, NA, NA, NA]
+    delta = f"{d.mean:+.1f}" + (f" (n={d.n})" if d.n != est.n else "")
+    return [
+        ci,
+        delta,
+        fmt_interval(d.low, d.high, True),
+        fmt_p(c.test.p),
+        fmt_p(c.p_holm),
+        significance(c),
+    ]
+
+
+# -- summary.csv ------------------------------------------------------------------------
+STAT_FIELDS = (
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "pairs",
+    "test",
+    "p",
+    "p_holm",
+    "significant",
+    "detectable_80",
+    "seeds_for_1pt",
+)
+
+
+def summary_columns(ks: Sequence[int], linear: bool) -> list[str]:
+    cols = ["strategy", "mask", "epochs", "epoch", "n_seeds", "seeds", "baseline"]
+    for m in metric_columns(ks, linear):
+        cols += [f"{m}_{f}" for f in STAT_FIELDS]
+    return cols + ["images_per_s_mean"]
+
+
+def _metric_fields(g: Group, metric: str) -> dict[str, Any]:
+    est = g.stats[metric]
+    out: dict[str, Any] = {
+        "mean": est.mean,
+        "std": est.std,
+        "ci_low": est.low,
+        "ci_high": est.high,
+    }
+    c = g.versus.get(metric)
+    if c is not None:
+        d = c.test.diff
+        out.update(
+            diff=d.mean,
+            diff_ci_low=d.low,
+            diff_ci_high=d.high,
+            pairs=d.n,
+            test=c.test.test,
+            p=c.test.p,
+            p_holm=c.p_holm,
+            significant=significance(c),
+            detectable_80=c.detectable,
+            seeds_for_1pt=c.seeds_for_1pt,
+        )
+    return out
+
+
+def write_summary_csv(
+    groups: Sequence[Group], path: Path, ks: Sequence[int], linear: bool, baseline: str
+) -> None:
+    cols = summary_columns(ks, linear)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for g in groups:
+            row: dict[str, Any] = {
+                "strategy": g.strategy,
+                "mask": g.mask,
+                "epochs": g.epochs,
+                "epoch": g.epoch,
+                "n_seeds": len(g.seeds),
+                "seeds": " ".join(str(s) for s in g.seeds),
+                "baseline": baseline,
+                "images_per_s_mean": g.stats["images_per_s"].mean,
+            }
+            for m in metric_columns(ks, linear):
+                row.update({f"{m}_{k}": v for k, v in _metric_fields(g, m).items()})
+            w.writerow([_num(row.get(c)) for c in cols])
+
+
+# -- summary.md -------------------------------------------------------------------------
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _seeds_cell(g: Group) -> str:
+    seeds = str(len(g.seeds))
+    if g.planned_seeds and g.planned_seeds != len(g.seeds):
+        seeds += f" of {g.planned_seeds}"
+    return seeds
+
+
+def _mask_cell(g: Group) -> str:
+    mask, _, extra = g.mask.partition("; ")
+    return (f"`{mask}`" if mask else "") + (f" + {extra}" if extra else "")
+
+
+def summary_table(
+    groups: Sequence[Group],
+    ks: Sequence[int],
+    linear: bool,
+    multi: bool,
+    tested: str | None = None,
+    baseline: str = "",
+) -> str:
+    """Final-epoch rows: mean ± std per metric, and for ``tested`` the interval and the
+    comparison with ``baseline``."""
+    head = ["strategy", "mask", "seeds"]
+    head += [f"k-NN@{k} top-1" for k in ks] + (["linear top-1"] if linear else [])
+    if tested:
+        on = f" ({metric_label(tested).removesuffix(' top-1')})"
+        head += [f"95% CI{on}", f"Δ vs {baseline}{on}", "95% CI of Δ", "p", "p Holm"]
+        head.append("significant")
+    head.append("img/s")
+    rows = []
+    for g in groups:
+        cells = [g.label(multi), _mask_cell(g), _seeds_cell(g)]
+        cells += [fmt_mean_std(g.stats[m]) for m in metric_columns(ks, linear)]
+        if tested:
+            cells += comparison_cells(g, tested)
+        ips = g.stats["images_per_s"].mean
+        cells.append("–" if math.isnan(ips) else f"{ips:.0f}")
+        rows.append(cells)
+    return _table(head, rows)
+
+
+def comparison_table(groups: Sequence[Group], metric: str, multi: bool, baseline: str) -> str:
+    head = ["strategy", "seeds", metric_label(metric), "95% CI", f"Δ vs {baseline}"]
+    head += ["95% CI of Δ", "p", "p Holm", "significant"]
+    rows = [
+        [g.label(multi), _seeds_cell(g), fmt_mean_std(g.stats[metric])]
+        + comparison_cells(g, metric)
+        for g in groups
+    ]
+    return _table(head, rows)
+
+
+def epoch_table(groups: Sequence[Group], metric: str, multi: bool) -> str:
+    """Mean [95% CI] per strategy and evaluated epoch."""
+    epochs = sorted({g.epoch for g in groups})
+    rows: dict[str, dict[int, str]] = {}
+    for g in groups:
+        est = g.stats[metric]
+        cell = "–" if est.n == 0 else f"{est.mean:.1f}"
+        if est.n >= 2:
+            cell += f" [{est.low:.1f}, {est.high:.1f}]"
+        rows.setdefault(g.label(multi), {})[g.epoch] = cell
+    return _table(
+        ["strategy"] + [f"epoch {e}" for e in epochs],
+        [[label] + [r.get(e, "") for e in epochs] for label, r in rows.items()],
+    )
+
+
+def _tested(groups: Sequence[Group], metric: str) -> list[tuple[Group, Comparison]]:
+    return [
+        (g, g.versus[metric])
+        for g in groups
+        if metric in g.versus and g.versus[metric].significant is not None
+    ]
+
+
+def power_line(groups: Sequence[Group], metric: str) -> str:
+    """The minimal detectable difference at 80% power, from the paired std pooled over the
+    comparisons, and the seeds a 1-point difference needs."""
+    tested = [c for _, c in _tested(groups, metric) if c.test.diff.std > 0]
+    if not tested:
+        return ""
+    sd = math.sqrt(sum(c.test.diff.std**2 for c in tested) / len(tested))
+    n = Counter(c.test.n for c in tested).most_common(1)[0][0]
+    mdd = stats.detectable_difference(sd, n)
+    need = stats.seeds_needed(sd)
+    needs = f"{need} seeds" if need else "more than 10,000 seeds"
+    found = (
+        f"{mdd:.1f} points with {n} seeds"
+        if math.isfinite(mdd)
+        else f"none with {n} seeds (the exact test cannot reach p < 0.05 with so few)"
+    )
+    return (
+        f"Minimal detectable difference ({metric_label(metric)}; 80% power, two-sided 5%, "
+        f"paired t-test on the observed paired std of {sd:.2f} points pooled over "
+        f"{_plural(len(tested), 'comparison')}): {found}; detecting a 1-point difference "
+        f"needs {needs} (per strategy in summary.csv)."
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _seeds_for_floor(m: int) -> int:
+    """Fewest seeds with which the smallest sign-flip p-value survives Holm over ``m``."""
+    n = 2
+    while m * stats.min_p_value(n) >= stats.ALPHA:
+        n += 1
+    return n
+
+
+def verdict(groups: Sequence[Group], metric: str, baseline: str, multi: bool) -> str:
+    """What the final-epoch comparison on ``metric`` does and does not establish."""
+    compared = [g for g in groups if metric in g.versus]
+    if not compared:
+        return f"Nothing is compared: the baseline {baseline} has no result at this epoch."
+    tested = _tested(groups, metric)
+    if not tested:
+        return (
+            f"No difference from {baseline} can be tested: no strategy has two or more seeds "
+            f"in common with it, and one seed is a single draw of the seed noise. Run at "
+            f"least {_seeds_for_floor(1)} seeds per strategy to test anything."
+        )
+    m = len(tested)
+    sig = [(g, c) for g, c in tested if c.significant]
+    rest = [(g, c) for g, c in tested if not c.significant]
+    holm = f"at 5% after Holm's correction over {_plural(m, 'comparison')}"
+    parts = []
+    if sig:
+        parts.append(
+            f"Established {holm}: "
+            + "; ".join(
+                f"{g.label(multi)} is {'above' if c.test.diff.mean > 0 else 'below'} {baseline}"
+                f" by {abs(c.test.diff.mean):.1f} points (95% CI of the difference "
+                f"{c.test.diff.low:+.1f} to {c.test.diff.high:+.1f}, p Holm {fmt_p(c.p_holm)})"
+                for g, c in sig
+            )
+            + "."
+        )
+    else:
+        parts.append(f"No difference from {baseline} is established {holm}.")
+    if rest:
+        parts.append(
+            "Not established: "
+            + ", ".join(f"{g.label(multi)} ({c.test.diff.mean:+.1f})" for g, c in rest)
+            + f" {'differs' if len(rest) == 1 else 'differ'} from {baseline} by no more than "
+            "seed noise explains; that does not show equality: differences below the "
+            "minimal detectable difference mostly go unseen."
+        )
+    untested = [g.label(multi) for g in compared if g.versus[metric].significant is None]
+    if untested:
+        parts.append(
+            f"Untested (fewer than two seeds in common with {baseline}): "
+            + ", ".join(untested)
+            + "."
+        )
+    n = max(c.test.n for _, c in tested)
+    floor = stats.min_p_value(n)
+    if min(1.0, m * floor) >= stats.ALPHA:
+        parts.append(
+            f"With {n} seeds the exact sign-flip test cannot give a p-value below "
+            f"{fmt_p(floor)}"
+            + (f" ({fmt_p(min(1.0, m * floor))} after Holm)" if m > 1 else "")
+            + ": no difference can be significant here, whatever its size; that needs at "
+            f"least {_seeds_for_floor(m)} seeds per strategy."
+        )
+    parts.append(f"Only differences from {baseline} are tested, not the order of the others.")
+    return " ".join(parts)
+
+
+def summary_markdown(
+    cc: CompareConfig,
+    groups: Sequence[Group],
+    baseline: str,
+    notes: Sequence[str] = (),
+) -> str:
+    """``groups`` at every evaluated epoch (the final ones make the main table)."""
+    ev = cc.eval
+    multi = cc.multi_budget
+    final = [g for g in groups if g.final]
+    primary = knn_col(ev.shown_k)
+    epochs = sorted({g.epochs for g in final})
+    linear = (
+        f"; linear probe on {ev.linear_features} features, {ev.linear_epochs} epochs"
+        if ev.linear
+        else ""
+    )
+    text = [
+        "# Strategy comparison",
+        "",
+        f"Compare config: `{cc.source}` (base `{cc.base}`).",
+        f"Final epoch ({', '.join(map(str, epochs))}); k-NN of the teacher backbone "
+        f"({ev.features} features, T = {ev.temperature}) on the val split against the "
+        "pretraining train split"
+        + linear
+        + ". Values are top-1 % as mean ± sample std over seeds (no ± with one seed); "
+        f"95% CI: Student-t interval of the {metric_label(primary)} mean. Δ: the paired "
+        f"difference from {baseline} over the seeds both ran (a seed gives every strategy "
+        "the same initial weights, data order and augmentations: only the masks differ), "
+        "with its 95% CI; p: two-sided exact sign-flip permutation test (up to 10 seeds) "
+        "or paired t-test; p Holm: corrected across the strategies compared; significant: "
+        "p Holm < 0.05.",
+        "",
+        summary_table(final, ev.knn_ks, ev.linear, multi, primary, baseline),
+        "",
+    ]
+    tested = [primary] + (["linear_top1"] if ev.linear else [])
+    for metric in tested:
+        if metric != primary:
+            text += [
+                f"## {metric_label(metric)} vs {baseline}",
+                "",
+                comparison_table(final, metric, multi, baseline),
+                "",
+            ]
+        line = power_line(final, metric)
+        if line:
+            text += [line, ""]
+        text += [
+            f"**What this shows ({metric_label(metric)}):** "
+            + verdict(final, metric, baseline, multi),
+            "",
+        ]
+    if len({g.epoch for g in groups}) > 1:
+        text += [
+            f"## {metric_label(primary)} by epoch: mean [95% CI]",
+            "",
+            epoch_table(groups, primary, multi),
+            "",
+        ]
+    if notes:
+        text += [f"- {n}" for n in notes] + [""]
+    return "\n".join(text).rstrip() + "\n"

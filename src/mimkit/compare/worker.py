@@ -1,0 +1,124 @@
+"""One run of a grid in a process of its own: what ``mimkit compare --jobs N`` starts N of
+at once (``python -m mimkit.compare.worker <run>/compare_job.json``) and what each Slurm
+job runs. The job file holds everything the run needs: its full pretraining config, the
+evaluation settings and how to launch it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mimkit.compare.launch import CompareInterrupted, Nodes, RunFailed
+from mimkit.compare.runner import first_line, record_failure, run_one
+from mimkit.compare.spec import EvalSettings, RunSpec, Strategy
+from mimkit.config import PretrainConfig
+from mimkit.errors import MimkitError
+
+JOB_FILE = "compare_job.json"
+EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class RunJob:
+    run: RunSpec
+    ev: EvalSettings
+    launcher: str = "inprocess"  # or "torchrun"
+    nproc_per_node: int = 1
+    threads: int | None = None  # torch threads of this run (None: the config's)
+    device: str | None = None  # replaces run.device, e.g. "cuda" where CUDA_VISIBLE_DEVICES picks
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.run
+        return {
+            "run": {
+                "name": r.name,
+                "seed": r.seed,
+                "epochs": r.epochs,
+                "every": r.every,
+                "strategy": dataclasses.asdict(r.strategy),
+                "config": r.config.to_dict(),
+            },
+            "eval": dataclasses.asdict(self.ev),
+            "launcher": self.launcher,
+            "nproc_per_node": self.nproc_per_node,
+            "threads": self.threads,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunJob:
+        r = data["run"]
+        s = dict(r["strategy"])
+        s["overrides"] = [tuple(kv) for kv in s["overrides"]]
+        run = RunSpec(
+            strategy=Strategy(**s),
+            seed=int(r["seed"]),
+            epochs=int(r["epochs"]),
+            name=r["name"],
+            config=PretrainConfig.from_dict(r["config"]),
+            every=int(r["every"]),
+        )
+        return cls(
+            run=run,
+            ev=EvalSettings(**data["eval"]),
+            launcher=data["launcher"],
+            nproc_per_node=int(data["nproc_per_node"]),
+            threads=data.get("threads"),
+            device=data.get("device"),
+        )
+
+
+def write_job(job: RunJob) -> Path:
+    path = job.run.out / JOB_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{JOB_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(job.to_json(), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_job(path: str | Path) -> RunJob:
+    return RunJob.from_json(json.loads(Path(path).read_text()))
+
+
+def execute(job: RunJob, nodes: Nodes | None = None, echo: Callable[[str], None] = print) -> int:
+    """Train (or resume) and evaluate the run in this process: ``EXIT_DONE``,
+    ``EXIT_FAILED`` (the reason recorded in its eval.json) or ``EXIT_INTERRUPTED``."""
+    cfg = job.run.config
+    if job.threads:
+        import torch
+
+        cfg.run.threads = job.threads  # not part of the run's identity: resuming is fine
+        torch.set_num_threads(job.threads)  # evaluation too
+    if job.device:
+        cfg.run.device = job.device
+    try:
+        run_one(job.run, job.ev, job.launcher, job.nproc_per_node, nodes)
+    except (CompareInterrupted, KeyboardInterrupt):
+        echo(f"{job.run.name}: interrupted")
+        return EXIT_INTERRUPTED
+    except (RunFailed, MimkitError) as err:
+        msg = first_line(err)
+        record_failure(job.run, msg)
+        echo(f"{job.run.name}: FAILED: {msg}")
+        return EXIT_FAILED
+    echo(f"{job.run.name}: complete")
+    return EXIT_DONE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mimkit.compare.worker RUN_DIR/compare_job.json", file=sys.stderr)
+        return 2
+    return execute(read_job(args[0]), echo=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

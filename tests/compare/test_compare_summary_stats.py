@@ -1,0 +1,78 @@
+"""``mimkit compare`` on a tiny grid (2 strategies x 3 seeds, 1 epoch, and a one-seed
+strategy): summary.md and summary.csv carry the intervals, the paired differences from the
+baseline, the p-values and the significance, consistent with results.csv."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from compare_fixtures import tiny_compare
+
+from mimkit.cli import main
+
+
+def _sign_flip(d: list[float]) -> float:
+    x = np.asarray(d)
+    hits = sum(
+        abs((np.asarray(s) * x).mean()) >= abs(x.mean()) * (1 - 1e-9)
+        for s in itertools.product((-1.0, 1.0), repeat=len(x))
+    )
+    return hits / 2 ** len(x)
+
+
+@pytest.mark.slow
+def test_tiny_grid_summary_has_intervals_differences_and_p_values(
+    tmp_path: Path, write_compare, capsys
+):
+    data = tiny_compare(
+        seeds=[0, 1, 2],
+        epochs=1,
+        eval={"every": 1, "knn_ks": [5], "linear": False},
+        strategies=[
+            {"name": "AttMask-High", "mask": ["high@raw:-1"]},
+            {"name": "Random", "mask": ["random"]},
+            {"name": "Block", "mask": ["block"], "seeds": [0]},
+        ],
+    )
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(write_compare(data)), "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+
+    summary = (out / "summary.md").read_text()
+    assert summary in printed
+    table = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in summary.splitlines()
+        if line.startswith("| ")
+    ]
+    head, rows = table[0], {r[0]: dict(zip(table[0], r, strict=True)) for r in table[1:]}
+    for column in ("95% CI (k-NN@5)", "Δ vs Random (k-NN@5)", "95% CI of Δ", "p", "p Holm"):
+        assert column in head
+    assert "significant" in head
+    # Random is the default baseline, though listed second
+    assert rows["Random"]["Δ vs Random (k-NN@5)"] == "baseline"
+    assert rows["AttMask-High"]["significant"] == "no"
+    assert rows["Block"]["p"] == rows["Block"]["significant"] == "n/a"  # one seed
+    assert rows["Block"]["95% CI (k-NN@5)"] == "n/a"
+    assert "What this shows" in summary and "Untested" in summary and "Block" in summary
+    assert "Minimal detectable difference" in summary
+
+    with (out / "results.csv").open() as f:
+        knn = {(r["strategy"], int(r["seed"])): float(r["knn_top1_k5"]) for r in csv.DictReader(f)}
+    with (out / "summary.csv").open() as f:
+        srows = {r["strategy"]: r for r in csv.DictReader(f)}
+    high, block = srows["AttMask-High"], srows["Block"]
+    d = [knn[("AttMask-High", s)] - knn[("Random", s)] for s in (0, 1, 2)]
+    assert float(high["knn_top1_k5_diff"]) == pytest.approx(np.mean(d), abs=1e-3)
+    assert float(high["knn_top1_k5_p"]) == pytest.approx(_sign_flip(d), abs=1e-4)
+    assert high["knn_top1_k5_test"] == "sign-flip" and high["knn_top1_k5_pairs"] == "3"
+    assert high["knn_top1_k5_significant"] == "no"  # 3 seeds cannot reach 5% (p >= 0.25)
+    lo, hi = float(high["knn_top1_k5_ci_low"]), float(high["knn_top1_k5_ci_high"])
+    assert lo < float(high["knn_top1_k5_mean"]) < hi
+    assert block["knn_top1_k5_significant"] == "n/a" and block["knn_top1_k5_p"] == ""
+    assert block["n_seeds"] == "1" and block["knn_top1_k5_ci_low"] == ""
+    assert srows["Random"]["knn_top1_k5_diff"] == "" and srows["Random"]["baseline"] == "Random"
