@@ -137,3 +137,26 @@ def test_a_second_compare_on_a_folder_in_use_is_refused(tmp_path: Path, write_co
     assert code == 2 and len(err.splitlines()) == 1
     assert f"output folder {out} is in use by another mimkit compare (PID {os.getpid()})" in err
     assert sorted(p.name for p in out.iterdir()) == [".mimkit.lock"]  # nothing else written
+
+
+def test_gpu_compare_config_builds_on_an_image_folder(tmp_path: Path):
+    from PIL import Image
+
+    root = tmp_path / "in100"
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            (root / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 24), (40, 80, 120)).save(root / split / cls / "a.JPEG")
+    cc = load_compare_config("imagenet100_vit_small_strategies", [("data.dataset", str(root))])
+    grid = build_grid(cc, tmp_path / "out")
+    seeds = {s.name: len(s.seeds) for s in cc.strategies}
+    main_five = ("Random", "Block", "AttMask-High", "AttMask-Hint", "Per-crop 11 + 4")
+    assert all(seeds[n] == 10 for n in main_five)
+    assert all(n >= 3 for n in seeds.values()) and len(grid) == 62
+    cfg = grid[0].config
+    assert (cfg.model.arch, cfg.model.img_size, cfg.model.patch_size) == ("vit_small", 224, 16)
+    assert (cfg.data.global_crops, cfg.data.local_crops, cfg.optim.batch_size) == (2, 6, 64)
+    assert cfg.data.subset is None and cfg.run.amp == "bf16" and cfg.optim.epochs == 100
+    assert grid[0].eval_epochs == [25, 50, 75, 100]
+    with pytest.raises(ConfigError, match="imagenet100"):  # the placeholder path is refused
+        build_grid(load_compare_config("imagenet100_vit_small_strategies"), tmp_path / "o2")

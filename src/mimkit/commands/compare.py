@@ -265,7 +265,13 @@ def _run_and_report(args, cc, grid, runs, out: Path, baseline: str, launch) -> i
         minutes = (time.perf_counter() - t0) / 60
         print(
             f"mimkit compare: {len(rep.trained)} runs trained/evaluated, {len(rep.skipped)} "
-            f"skipped, {len(rep.failed)} failed in {minutes:.1f} min",
+            f"skipped, {len(rep.failed)} failed in {minutes:.1f} min"
+            + (
+                f"; {len(rep.queued)} Slurm jobs queued or running (rerun the same command "
+                "to collect them)"
+                if rep.queued
+                else ""
+            ),
             flush=True,
         )
     report = write_report(cc, grid, out, notes, baseline)

@@ -36,6 +36,7 @@ class GridReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: str | None = None
+    queued: list[str] = field(default_factory=list)  # Slurm jobs left running (--no-wait)
 
 
 # -- eval.json --------------------------------------------------------------------------

@@ -180,8 +180,7 @@ def run_slurm(
             echo(f"{tag}: submitted as job {job.job_id}")
         submitted.append((tag, run, job))
     if not opts.wait:
-        echo("mimkit compare: not waiting; rerun the same command to collect the results")
-        report.interrupted = "jobs submitted, not waited for"
+        report.queued = [run.name for _, run, _ in submitted]
         return report
     try:
         for tag, run, job in submitted:

@@ -390,6 +390,8 @@ def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
     except MimkitError as err:
         raise ConfigError(f"overrides: {err}") from None
     runs: list[RunSpec] = []
+    # Validation builds the model: once per distinct config, not once per seed.
+    validated: set[str] = set()
     for s in cc.strategies:
         for epochs in s.epochs:
             for seed in s.seeds:
@@ -399,7 +401,10 @@ def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
                     budget = cfg.optim.epochs
                     name = run_name(s, seed, budget, cc.multi_budget)
                     cfg = build_run_config(cc, s, seed, epochs, out / "runs" / name)
-                    validate_config(cfg)
+                    key = _validation_key(cfg)
+                    if key not in validated:
+                        validate_config(cfg)
+                        validated.add(key)
                 except MimkitError as err:
                     raise ConfigError(f"strategy {s.name!r} (seed {seed}): {err}") from None
                 runs.append(
@@ -420,6 +425,13 @@ def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
     if dup is not None:
         raise ConfigError(f"two runs would share the folder runs/{dup}")
     return runs
+
+
+def _validation_key(cfg: PretrainConfig) -> str:
+    """The config without what validation does not look at (the seed, the output folder)."""
+    d = cfg.to_dict()
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seed", "output_dir")}
+    return json.dumps(d, sort_keys=True, default=str)
 
 
 def config_identity(cfg: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
