@@ -36,6 +36,7 @@ from mimkit.train.optim import build_optimizer, clip_gradients, set_hyperparamet
 from mimkit.train.sampling import mix_seed
 from mimkit.train.schedules import Schedules
 from mimkit.train.signals import StopFlag, saving_notice
+from mimkit.train.waiting import WaitClock
 
 
 class NonFiniteLossError(MimkitError):
@@ -277,7 +278,8 @@ class TrainLoop:
         sums: dict[str, float] = {}
         count, status, t0 = 0, "ok", time.perf_counter()
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
-        for crops, label in loader:
+        clock = WaitClock()
+        for crops, label in clock.iterate(loader):
             if step >= last:
                 break
             try:
@@ -308,7 +310,10 @@ class TrainLoop:
         if step != (epoch + 1) * self.steps_per_epoch:
             return step, status  # a part of an epoch has step records only, no epoch record
         means = {k: v / count for k, v in sums.items()}
-        means["images_per_s"] = count * b / max(time.perf_counter() - t0, 1e-9)
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        means["images_per_s"] = count * b / elapsed
+        # The fraction of the epoch spent waiting for batches (loader start-up included).
+        means["data_wait"] = clock.waited / elapsed
         if assigns:
             y, c = torch.cat(labels).numpy(), torch.cat(assigns).numpy()
             means["nmi"], means["ari"] = nmi(y, c), ari(y, c)
