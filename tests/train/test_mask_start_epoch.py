@@ -31,13 +31,13 @@ def test_no_masks_and_a_zero_patch_term_before_start_epoch(make_config):
     loop = build_pretraining(cfg)
     trainer = loop.method
     drawn: list[int] = []
-    real_generate = trainer.masker.generate
+    real_plan = trainer.masker.plan
 
     def counting(*args, **kwargs):
         drawn.append(1)
-        return real_generate(*args, **kwargs)
+        return real_plan(*args, **kwargs)
 
-    trainer.masker.generate = counting  # type: ignore[method-assign]
+    trainer.masker.plan = counting  # type: ignore[method-assign]
     loop.fit()
     loop.close()
     rows = read_log(cfg.run.output_dir, "step")
@@ -46,7 +46,7 @@ def test_no_masks_and_a_zero_patch_term_before_start_epoch(make_config):
         assert r["mask_ratio"] == 0.0 and r["patch"] == 0.0 and r["cls"] > 0
     for r in rows[5:]:
         assert r["mask_ratio"] > 0.0 and r["patch"] > 0.0
-    assert len(drawn) == 2  # the generator is not even called before the start
+    assert len(drawn) == 2  # no mask is even drawn before the start
 
 
 def test_start_epoch_zero_masks_from_the_first_step(make_config):

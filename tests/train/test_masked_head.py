@@ -107,7 +107,7 @@ def test_masked_rows_give_the_full_loss_and_gradients(make_config, fields, all_u
 
     torch.manual_seed(1)
     views = Crops.from_list([*global_views.chunk(g), local_views], g)
-    out = trainer.losses(views, 0, tt, tp, masks)
+    out = trainer.losses(views, tt, tp, masks)
     out.loss.backward()
     got = gradients(trainer)
 

@@ -299,7 +299,7 @@ class Finetuner:
         status = "ok"
         t0 = time.perf_counter()
         loader = self.train_data.loader(epoch, start_batch, self.device.type == "cuda")
-        for images, labels in loader:
+        for images, labels, _ in loader:  # (no per-batch extras here)
             if step >= last:
                 break
             try:

@@ -31,15 +31,20 @@ class MaskedPatches:
 def masked_patches(masks: Tensor, total: int | None = None) -> MaskedPatches:
     """Rows and weights of the True entries of ``masks [I, N]`` (or ``[I, H, W]``).
 
-    ``total``: the number of True entries when the host already knows it (e.g. from masks
-    drawn on the CPU); then no device-to-host copy is needed. Without it, the count is read
-    from the tensor (a host synchronisation on accelerators).
+    ``total``: the number of True entries when the host already knows it (from a
+    :class:`~mimkit.masking.MaskPlan`); then accelerators need no device-to-host copy.
+    Without it, the count is read from the tensor (a host synchronisation on accelerators).
+    On the CPU, where reading it is free, a ``total`` that disagrees is an error.
     """
     masks = masks.flatten(1)
     images, n = masks.shape
     flat = masks.reshape(-1)
-    if total is None:
+    if total is None or flat.device.type == "cpu":
         rows = flat.nonzero().squeeze(1)
+        if total is not None and rows.shape[0] != total:
+            raise RuntimeError(
+                f"the plan counted {total} masked patches, the masks have {rows.shape[0]}"
+            )
     else:
         rows = torch.nonzero_static(flat, size=total).squeeze(1)
     per_image = 1.0 / (masks.sum(1).clamp(min=1).to(torch.float32) * images)

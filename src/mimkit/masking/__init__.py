@@ -5,6 +5,7 @@ Pure functions on tensors, vectorised over the batch, on any device, with an opt
 """
 
 from mimkit.masking.generator import MaskConfig, MaskGenerator
+from mimkit.masking.plan import MaskPlan
 from mimkit.masking.random_block import block_mask, random_mask
 from mimkit.masking.scores import cls_attention_scores, minmax_normalize, rollout_scores
 from mimkit.masking.select import select_mask
@@ -19,6 +20,7 @@ from mimkit.masking.strategy import (
 __all__ = [
     "MaskConfig",
     "MaskGenerator",
+    "MaskPlan",
     "MaskStrategy",
     "ScoreSpec",
     "block_mask",

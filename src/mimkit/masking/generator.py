@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from mimkit.errors import ConfigError
+from mimkit.masking.plan import MaskPlan
 from mimkit.masking.random_block import block_mask, random_mask
-from mimkit.masking.select import select_mask, uniform
+from mimkit.masking.select import mask_from_ranks, rank_mask, uniform
 from mimkit.masking.strategy import MaskStrategy, ScoreSpec, parse_strategy
 from mimkit.models.readout import Readout, ReadoutRequest
 
@@ -126,31 +127,56 @@ class MaskGenerator:
         independent = hint and self.config.hint_reveal == "independent"
         return ratio, self.draw_ratios(batch_size, generator, device) if independent else None
 
-    def generate(
-        self,
-        readout: Readout | None,
-        batch_size: int,
-        grid: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> list[Tensor]:
-        """One bool mask ``[B, G, G]`` per global crop (True = replaced by the mask token)."""
-        device = _pick_device(readout, device)
-        n = grid * grid
-        masks = []
+    def plan(
+        self, batch_size: int, grid: int, generator: torch.Generator | None = None
+    ) -> MaskPlan:
+        """Everything that needs no teacher, on the CPU: per crop, in order, the ratios, the
+        random or block mask, or for attention-guided crops the masked ranks
+        (:func:`~mimkit.masking.select.rank_mask`: hint's reveals included), and the skips."""
+        cpu, n = torch.device("cpu"), grid * grid
         hints = [s.mode == "hint" for s in self.strategies]
         # ratio_per step: one draw (and one reveal draw) shared by every crop, as AttMask.
         shared = (
-            self._crop_ratios(any(hints), batch_size, generator, device)
+            self._crop_ratios(any(hints), batch_size, generator, cpu)
             if self.config.ratio_per == "step"
             else None
         )
+        parts: list[tuple[Tensor, Tensor, Tensor]] = []
         for c, strategy in enumerate(self.strategies):
-            ratio, reveal = shared or self._crop_ratios(hints[c], batch_size, generator, device)
+            ratio, reveal = shared or self._crop_ratios(hints[c], batch_size, generator, cpu)
             if strategy.mode == "random":
-                m = random_mask(batch_size, n, ratio, generator, device)
+                mask = random_mask(batch_size, n, ratio, generator, cpu)
             elif strategy.mode == "block":
-                m = block_mask(batch_size, grid, ratio, generator, device).reshape(batch_size, n)
+                mask = block_mask(batch_size, grid, ratio, generator, cpu).reshape(batch_size, n)
+            else:
+                mask = rank_mask(
+                    ratio, batch_size, n, strategy.mode, show_max=self.config.show_max,
+                    generator=generator, reveal_ratio=reveal,
+                )  # fmt: skip
+            keep = uniform((batch_size,), generator, cpu) < self.config.mask_prob
+            parts.append((ratio.contiguous(), keep, mask & keep[:, None]))
+        ratios, keeps, masks = (torch.stack(p) for p in zip(*parts, strict=True))
+        return MaskPlan(ratios, keeps, masks, masks.sum(2))
+
+    def complete(
+        self,
+        plan: MaskPlan,
+        readout: Readout | None,
+        batch_size: int,
+        grid: int,
+        device: torch.device | str | None = None,
+    ) -> list[Tensor]:
+        """One bool mask ``[B, G, G]`` per global crop from ``plan``: the data-independent
+        crops as planned; the attention-guided ones put the planned ranks on the patches
+        ordered by the teacher's scores. No random draw happens here."""
+        device = _pick_device(readout, device)
+        n = grid * grid
+        masks = []
+        for c, strategy in enumerate(self.strategies):
+            if not strategy.attention_guided:
+                m = plan.masks[c].to(device, non_blocking=True)
+            elif not bool(plan.keep[c].any()):  # the plan is on the CPU: no sync
+                m = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
             else:
                 if readout is None:
                     raise ValueError(f"mask strategy {strategy.text!r} needs the teacher's readout")
@@ -160,17 +186,22 @@ class MaskGenerator:
                         f"scores of shape {tuple(s.shape)} do not match a batch of {batch_size} "
                         f"on a {grid}x{grid} grid"
                     )
-                m = select_mask(
-                    s,
-                    ratio,
-                    strategy.mode,
-                    show_max=self.config.show_max,
-                    generator=generator,
-                    reveal_ratio=reveal,
-                )
-            keep = uniform((batch_size,), generator, device) < self.config.mask_prob
-            masks.append((m.to(device) & keep[:, None]).reshape(batch_size, grid, grid))
+                m = mask_from_ranks(s, plan.masks[c], strategy.mode)
+            masks.append(m.reshape(batch_size, grid, grid))
         return masks
+
+    def generate(
+        self,
+        readout: Readout | None,
+        batch_size: int,
+        grid: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[Tensor]:
+        """One bool mask ``[B, G, G]`` per global crop (True = replaced by the mask token):
+        :meth:`plan` from ``generator``, then :meth:`complete`."""
+        plan = self.plan(batch_size, grid, generator)
+        return self.complete(plan, readout, batch_size, grid, device)
 
 
 def _pick_device(readout: Readout | None, device: torch.device | str | None) -> torch.device:

@@ -15,6 +15,7 @@ from mimkit.data import (
     default_normalization,
 )
 from mimkit.errors import ConfigError
+from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.distributed import DistInfo
 from mimkit.train.sampling import EpochSampler, SeededViews
 
@@ -26,22 +27,24 @@ class TrainData:
     sampler: EpochSampler
     batch_size: int
     num_workers: int
+    extras: BatchExtras | None = None  # the method's per-batch work, done in the workers
 
     @property
     def steps_per_epoch(self) -> int:
         return self.sampler.batches_per_epoch
 
     def loader(self, epoch: int, start_batch: int, pin_memory: bool) -> DataLoader:
-        """Epoch ``epoch``'s batches from ``start_batch`` on (the same ones after a resume)."""
+        """Epoch ``epoch``'s batches from ``start_batch`` on (the same ones after a resume):
+        ``(crops, labels, extras)``, whole batches built by the workers (see
+        :mod:`mimkit.train.batches`)."""
         self.sampler.set_epoch(epoch, start_batch)
         self.views.set_epoch(epoch)
         return DataLoader(
-            self.views,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
+            BatchViews(self.views, self.extras),
+            batch_size=None,  # the keys are whole batches already
+            sampler=StepBatches(self.sampler),
             num_workers=self.num_workers,
             pin_memory=pin_memory,
-            drop_last=True,
         )
 
 

@@ -9,6 +9,7 @@ streams seeded by ``(seed, step, rank)`` and the data order is a pure function o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from mimkit.train.logging import RunLogger
 from mimkit.train.method import EpochHook, Method
 from mimkit.train.metrics import ari, nmi
 from mimkit.train.optim import build_optimizer, clip_gradients, set_hyperparameters
-from mimkit.train.sampling import mix_seed
+from mimkit.train.sampling import step_seed
 from mimkit.train.schedules import Schedules
 from mimkit.train.signals import StopFlag, saving_notice
 from mimkit.train.waiting import WaitClock
@@ -183,15 +184,16 @@ class TrainLoop:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.amp_dtype)
 
-    def train_step(self, crops: list[Tensor], step: int) -> StepResult:
-        """Forward, backward, optimiser step and the method's after-step update."""
+    def train_step(self, crops: list[Tensor], step: int, extras: Any = None) -> StepResult:
+        """Forward, backward, optimiser step and the method's after-step update. ``extras``:
+        what the loader workers computed for the method (``None``: the method does it)."""
         sched = self.schedules
         lr, wd = sched.learning_rate(step), sched.wd(step)
         set_hyperparameters(self.optimizer, lr, wd)
-        seed = mix_seed(self.cfg.run.seed, step, self.dist.rank)
+        seed = step_seed(self.cfg.run.seed, step, self.dist.rank)
         torch.manual_seed(seed)
         with self._autocast():
-            out = self.method.train_step(crops, step, seed)
+            out = self.method.train_step(crops, step, seed, extras)
         stats = {"loss": out.loss.detach().float(), **out.stats}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -279,11 +281,10 @@ class TrainLoop:
         count, status, t0 = 0, "ok", time.perf_counter()
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
         clock = WaitClock()
-        for crops, label in clock.iterate(loader):
-            if step >= last:
-                break
+        # Only the batches this run takes: none is built for nothing past ``last``.
+        for crops, label, extras in clock.iterate(itertools.islice(loader, last - step)):
             try:
-                result = self.train_step(crops, step)
+                result = self.train_step(crops, step, extras)
             except NonFiniteLossError:
                 bar.close()
                 raise  # the last checkpoint known good stays (see _non_finite)

@@ -20,16 +20,14 @@ from torch import Tensor, nn
 from mimkit.config import PretrainConfig
 from mimkit.crops import Crops
 from mimkit.losses import DenseContrastiveLoss, IBOTLoss, masked_patches
-from mimkit.masking import MaskConfig, MaskGenerator, parse_score, parse_strategies
+from mimkit.masking import MaskConfig, MaskGenerator, MaskPlan, parse_score, parse_strategies
 from mimkit.models import build_vit
 from mimkit.models.head import IBOTHead
 from mimkit.models.network import IBOTNetwork
+from mimkit.train.mask_planner import StepMaskPlanner
 from mimkit.train.method import StepOutput
-from mimkit.train.sampling import mix_seed
-from mimkit.train.schedules import Schedules, masking_started
+from mimkit.train.schedules import Schedules
 from mimkit.weights import load_backbone
-
-MASK_STREAM = 1  # mixed into the mask generator's seed: a stream apart from torch's global one
 
 
 def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
@@ -73,7 +71,9 @@ class IBOTMetaArch(nn.Module):
 
     progress_keys = ("cls", "patch", "contrastive")
 
-    def __init__(self, cfg: PretrainConfig, schedules: Schedules, device: torch.device) -> None:
+    def __init__(
+        self, cfg: PretrainConfig, schedules: Schedules, device: torch.device, rank: int = 0
+    ) -> None:
         super().__init__()
         self.cfg, self.schedules, self.device = cfg, schedules, device
         self.num_global = cfg.data.global_crops
@@ -90,6 +90,10 @@ class IBOTMetaArch(nn.Module):
         self.grid = self.student.backbone.grid_size()
         strategies = parse_strategies(cfg.masking.strategies, self.num_global, depth)
         self.masker = MaskGenerator(strategies, mask_config(cfg), depth)
+        self.planner = StepMaskPlanner(
+            self.masker, self.grid, cfg.run.seed, rank, schedules.steps_per_epoch,
+            cfg.masking.start_epoch,
+        )  # fmt: skip
         self.contrastive: DenseContrastiveLoss | None = None
         self.contrastive_score = None
         if cfg.loss.lambda3 > 0:
@@ -114,7 +118,6 @@ class IBOTMetaArch(nn.Module):
             lambda1=cfg.loss.lambda1,
             lambda2=cfg.loss.lambda2,
         ).to(device)
-        self.mask_rng = torch.Generator(device=device)
         self._s_params = [p for _, p in sorted(self.student.named_parameters())]
         self._t_params = [p for _, p in sorted(self.teacher.named_parameters())]
 
@@ -149,19 +152,25 @@ class IBOTMetaArch(nn.Module):
         self.teacher.load_state_dict(state["teacher"])
         self.loss.load_state_dict(state["loss"])
 
+    def batch_extras(self) -> StepMaskPlanner:
+        """The loader workers draw each step's :class:`~mimkit.masking.MaskPlan`."""
+        return self.planner
+
     # -- one step -----------------------------------------------------------------------
-    def train_step(self, crops: Sequence[Tensor], step: int, seed: int) -> StepOutput:
+    def train_step(
+        self, crops: Sequence[Tensor], step: int, seed: int, extras: MaskPlan | None = None
+    ) -> StepOutput:
         """Forward of one batch (``crops``: global crops then local ones, each ``[B, ...]``).
 
-        ``seed`` is the loop's step seed. Masks draw from their own stream derived from it,
-        never from torch's global one (drop path): runs of different strategies with the
-        same seed then differ in their masks only.
+        ``seed`` is the loop's step seed; ``extras`` the step's mask plan from the loader
+        workers (drawn here when ``None``: the same plan, from the masks' own stream derived
+        from the same seed; see :mod:`mimkit.train.mask_planner`).
         """
-        self.mask_rng.manual_seed(mix_seed(MASK_STREAM, start=seed))
         views = Crops.from_list(crops, self.num_global, self.device)
         b = views.layout.batch_size
         t_temp, tp_temp = self.schedules.teacher_temps(step)
-        out = self.losses(views, step, t_temp, tp_temp)
+        plan = extras if extras is not None else self.planner(step, b)
+        out = self.losses(views, t_temp, tp_temp, plan)
         with torch.no_grad():
             t_assign = out.teacher_cls.argmax(-1)
             stats = {k: v.float() for k, v in out.terms.items()}
@@ -178,18 +187,24 @@ class IBOTMetaArch(nn.Module):
     def losses(
         self,
         views: Crops,
-        step: int,
         teacher_temp: float,
         teacher_patch_temp: float,
-        masks: Tensor | None = None,
+        masks: MaskPlan | Tensor,
     ) -> StepLosses:
-        """Teacher forward, masks (``masks [G*B, N]`` if given, else drawn for ``step``),
-        student forward and the weighted loss terms. The heads run only on the tokens the
-        terms read (see :mod:`mimkit.models.network`)."""
+        """Teacher forward, masks (finished from a plan, or given as ``[G*B, N]``), student
+        forward and the weighted loss terms. The heads run only on the tokens the terms read
+        (see :mod:`mimkit.models.network`)."""
         b = views.layout.batch_size
         teacher_out = self.teacher.encode(views.global_views, self.request)
-        masks = self._masks(teacher_out.readout, b, step) if masks is None else masks.flatten(1)
-        picked = masked_patches(masks)
+        total = None
+        if isinstance(masks, MaskPlan):
+            total = masks.total  # known on the host: gathering the rows needs no sync
+            masks = self.masker.complete(
+                masks, teacher_out.readout, b, self.grid, self.device
+            )
+            masks = torch.cat(masks)
+        masks = masks.flatten(1)
+        picked = masked_patches(masks, total)
         embed_rows = None
         if self.contrastive is not None:
             scores = torch.stack(
@@ -221,16 +236,6 @@ class IBOTMetaArch(nn.Module):
             loss = loss + self.cfg.loss.lambda3 * con
             terms["contrastive"] = con.detach()
         return StepLosses(loss, terms, masks, teacher_out.cls_logits, student.cls_logits)
-
-    def _masks(self, readout: Any, batch: int, step: int) -> Tensor:
-        """``[G*B, N]`` masks; none before ``masking.start_epoch``, like iBOT's pred_start_epoch
-        (its patch term is then 0: it averages over masked patches only)."""
-        start = self.cfg.masking.start_epoch
-        if not masking_started(step, self.schedules.steps_per_epoch, start):
-            n = self.grid * self.grid
-            return torch.zeros(self.num_global * batch, n, dtype=torch.bool, device=self.device)
-        masks = self.masker.generate(readout, batch, self.grid, self.mask_rng, self.device)
-        return torch.cat(masks).flatten(1)
 
     def before_optimizer_step(self, step: int) -> None:
         """iBOT keeps the prototypes still for the first ``optim.freeze_last_layer`` epochs."""

@@ -43,8 +43,15 @@ class Method(Protocol):
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None: ...
 
-    def train_step(self, crops: Sequence[Tensor], step: int, seed: int) -> StepOutput:
-        """Forward of one batch; ``seed`` seeds the method's own random streams."""
+    def batch_extras(self) -> Callable[[int, int], Any] | None:
+        """Per-batch work for the data-loader workers, ``(step, batch size) -> value``,
+        picklable and seeded by the step alone; its value reaches :meth:`train_step`."""
+
+    def train_step(
+        self, crops: Sequence[Tensor], step: int, seed: int, extras: Any = None
+    ) -> StepOutput:
+        """Forward of one batch; ``seed`` seeds the method's own random streams; ``extras``
+        is :meth:`batch_extras`'s value for this step, or ``None`` (then compute it)."""
 
     def before_optimizer_step(self, step: int) -> None:
         """Before clipping and the update (e.g. drop frozen parameters' gradients)."""

@@ -81,7 +81,8 @@ def build_pretraining(
     try:
         data = build_train_data(cfg, dist)
         schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
-        method = IBOTMetaArch(cfg, schedules, device)
+        method = IBOTMetaArch(cfg, schedules, device, dist.rank)
+        data.extras = method.batch_extras()  # masks that need no teacher, drawn by the workers
         hooks = [knn_hook(cfg)]
         return TrainLoop(cfg, method, data, schedules, dist, device, hooks, source, lock)
     except BaseException:

@@ -25,6 +25,12 @@ def mix_seed(*parts: int, start: int = 0) -> int:
     return value
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of everything random in step ``step`` of process ``rank``, wherever it is
+    drawn (the training process or a loader worker)."""
+    return mix_seed(seed, step, rank)
+
+
 class EpochSampler(Sampler[int]):
     def __init__(
         self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1

@@ -1,0 +1,49 @@
+"""The part of a batch's masks that does not need the teacher, drawn ahead on the CPU.
+
+Random and block masks depend on nothing but random draws, and so does every crop's ratio,
+skip decision and, for the attention-guided crops, which score *ranks* are masked (hint's
+reveals included): all of it can be drawn in the data-loader workers, next to the crops, and
+arrive with the batch. On the device, after the teacher's forward pass, the attention-guided
+crops only sort their patches by score (:meth:`mimkit.masking.MaskGenerator.complete`).
+Since every image's masked count is known here, on the host, the step needs no device sync
+to gather the masked patches.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class MaskPlan(NamedTuple):
+    """Per global crop ``c`` and image ``b`` (a named tuple, so that loaders pin and move it):
+
+    - ``ratio [C, B]`` float64: the drawn mask ratio;
+    - ``keep [C, B]`` bool: whether the image is masked at all (``mask_prob``);
+    - ``masks [C, B, N]`` bool, skips applied: the finished masks of the data-independent
+      crops (random, block); for the attention-guided crops the masked *ranks* (column ``j``:
+      the patch with the ``j``-th highest score, lowest for ``low``), put on patches later;
+    - ``counts [C, B]`` int64: every image's exact number of masked patches, all crops.
+    """
+
+    ratio: Tensor
+    keep: Tensor
+    masks: Tensor
+    counts: Tensor
+
+    @property
+    def total(self) -> int:
+        """Masked patches in the whole batch (free: the counts live on the CPU)."""
+        return int(self.counts.sum())
+
+    @classmethod
+    def empty(cls, crops: int, batch_size: int, num_patches: int) -> MaskPlan:
+        """No masks at all (e.g. before ``masking.start_epoch``)."""
+        return cls(
+            torch.zeros(crops, batch_size, dtype=torch.float64),
+            torch.zeros(crops, batch_size, dtype=torch.bool),
+            torch.zeros(crops, batch_size, num_patches, dtype=torch.bool),
+            torch.zeros(crops, batch_size, dtype=torch.long),
+        )
