@@ -99,6 +99,8 @@ def test_folder_errors(tmp_path):
 
 
 def test_corrupt_images(tmp_path):
+    from mimkit.errors import MimkitWarning
+
     root = _tree(tmp_path, {"a": 3})
     bad = root / "train" / "a" / "img_001.jpg"
     bad.write_bytes(b"not a jpeg at all")
@@ -106,25 +108,36 @@ def test_corrupt_images(tmp_path):
     assert len(ds) == 4
     with pytest.raises(DataError, match=f"image {bad} cannot be read"):
         ds[1]
-    with pytest.raises(DataError, match=f"image {bad} cannot be read"):
-        check_images(ds, 10)
+    with pytest.raises(DataError, match=f"image {bad} cannot be read .*on_bad_image=skip$"):
+        check_images(ds)
     ds = build_dataset(root, "train")  # skip mode
-    with pytest.warns(UserWarning, match="skipping unreadable"):
+    with pytest.warns(MimkitWarning, match=r"image .*img_001.jpg cannot be read .*: skipped"):
         img, _ = ds[1]
     assert np.asarray(img)[0, 0, 0] == 1  # the next file, img_001.png
+    with pytest.warns(MimkitWarning, match=rf"skipping 1 unreadable image\(s\) of 4 in .*: {bad}$"):
+        assert check_images(ds) == 1
+    assert len(ds) == 3 and bad not in {p for p, _ in ds.samples}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ds[1]
-        assert check_images(ds, 10) == 1
+        assert check_images(ds) == 0 and [x[1] for x in ds] == [0] * 3
     assert ds.num_bad == 1 and ds.bad_files == {str(bad)}
-    assert [x[1] for x in ds] == [0] * 4
     # all unreadable: fails up front
     allbad = tmp_path / "allbad" / "c"
     allbad.mkdir(parents=True)
     (allbad / "x.jpg").write_bytes(b"")
     ds = build_dataset(tmp_path / "allbad", "train")
-    with pytest.raises(DataError, match="none of the first 1 images"), pytest.warns(UserWarning):
+    with pytest.raises(DataError, match="none of its 1 images can be read"):
         check_images(ds)
+
+
+def test_a_damaged_png_fails_the_header_check(tmp_path):
+    """verify() walks a PNG's chunks: a file cut short is found before training."""
+    root = _tree(tmp_path, {"a": 2})
+    good = root / "train" / "a" / "img_000.png"
+    cut = root / "train" / "a" / "img_001.png"
+    cut.write_bytes(good.read_bytes()[:-20])
+    with pytest.raises(DataError, match=f"image {cut} cannot be read"):
+        check_images(build_dataset(root, "train", on_bad_image="error"))
 
 
 def test_folder_fingerprint(tmp_path):
@@ -136,3 +149,30 @@ def test_folder_fingerprint(tmp_path):
     assert dataset_fingerprint(str(moved), "train") == fp
     _img(moved / "train" / "dog" / "new.png")
     assert dataset_fingerprint(str(moved), "train") != fp
+
+
+def test_a_symlink_loop_yields_each_image_once(tmp_path):
+    from mimkit.errors import MimkitWarning
+
+    root = _tree(tmp_path / "data", {"a": 13, "b": 10})  # 23 images, as in the issue
+    (root / "train" / "a" / "loop").symlink_to(root / "train", target_is_directory=True)
+    (root / "train" / "b" / "again").symlink_to(root / "train" / "b")  # a link to itself
+    validate_data_spec(str(root), "train")
+    with pytest.warns(MimkitWarning, match=r"2 folder\(s\) reached again .* read once only"):
+        ds = build_dataset(str(root), "train")
+    assert len(ds) == 23
+    assert len({p for p, _ in ds.samples}) == 23
+    assert dataset_labels(ds) == [0] * 13 + [1] * 10
+
+
+def test_16_bit_grayscale_is_scaled_by_its_bit_depth(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    path = tmp_path / "data" / "a" / "deep.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode == "I;16"
+    img, _ = build_dataset(tmp_path / "data", "train")[0]
+    arr = np.asarray(img)
+    assert img.mode == "RGB" and (arr == 255).mean() < 0.01  # not clipped to white
+    np.testing.assert_allclose(arr[..., 0], ramp / 257, atol=0.51)
+    assert (arr[..., 0] == arr[..., 2]).all()

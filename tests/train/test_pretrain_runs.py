@@ -206,3 +206,29 @@ def test_resuming_with_another_batch_size_is_refused(make_config):
     run_pretraining(make_config(**{"run.max_steps": 3}))
     with pytest.raises(CheckpointError, match=r"5 steps per epoch \(batch size 8 x 1 .*has 2 "):
         build_pretraining(make_config(**{"optim.batch_size": 16}))
+
+
+def test_an_image_that_breaks_mid_run_stops_cleanly_with_the_state_saved(tmp_path, make_config):
+    from PIL import Image
+
+    from mimkit.errors import DataError
+
+    data = tmp_path / "data"
+    for c in ("a", "b"):
+        for i in range(8):
+            (data / c).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(data / c / f"{i}.png")
+    fields = {"data.dataset": str(data), "data.subset": None, "data.on_bad_image": "error"}
+    fields["data.num_workers"] = 1  # the error comes through a loader worker
+    first = make_config(**fields, **{"run.max_steps": 3})
+    assert run_pretraining(first).step == 3
+    loop = build_pretraining(make_config(**fields))  # every header checked and good
+    for f in data.rglob("*.png"):  # ... then the files go bad under the running job
+        f.write_bytes(b"gone")
+    with pytest.raises(DataError) as info:
+        loop.fit()
+    loop.close()
+    msg = str(info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert re.match(rf"image {data}/./\d\.png cannot be read .*after step 3 is saved", msg), msg
+    assert load_checkpoint(Path(first.run.output_dir) / "checkpoint.pth")["step"] == 3

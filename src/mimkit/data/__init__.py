@@ -32,8 +32,8 @@ from mimkit.data.transforms import (
 )
 
 
-def check_images(dataset, n: int = 64) -> int:
-    """Open the first ``n`` images of an ImageFolder data set up front (see
+def check_images(dataset, n: int | None = None) -> int:
+    """Check every image file (or the first ``n``) of an ImageFolder data set up front (see
     :meth:`ImageFolderDataset.check_images`); other data sets hold decoded arrays: returns 0."""
     if isinstance(dataset, ImageFolderDataset):
         return dataset.check_images(n)

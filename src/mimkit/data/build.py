@@ -33,6 +33,7 @@ from mimkit.data.datasets import (
     idx_files,
     scan_image_folder,
     stl10_files,
+    walk_once,
 )
 from mimkit.errors import ConfigError, DataError
 
@@ -78,7 +79,7 @@ def image_folder_split(root: str | os.PathLike, split: str) -> Path:
 def _first_image(folder: Path) -> bool:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    for _, _, fnames in os.walk(folder, followlinks=True):
+    for _, fnames in walk_once(folder, set(), []):
         if any(f.lower().endswith(IMG_EXTENSIONS) and f[0] != "." for f in fnames):
             return True
     return False

@@ -12,7 +12,7 @@ import math
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from mimkit.data.idx import find_idx_file, read_idx
-from mimkit.errors import ConfigError, DataError
+from mimkit.errors import ConfigError, DataError, MimkitWarning
 
 log = logging.getLogger(__name__)
 
@@ -459,9 +460,13 @@ def scan_image_folder(
     classes = sorted(class_to_idx, key=class_to_idx.__getitem__)
     samples: list[tuple[str, int]] = []
     empty = []
+    # The root and every class folder count as seen: a link into them from elsewhere must not
+    # read their images again, or under another class.
+    seen = {_identity(p) for p in (folder, *(folder / c for c in dirs))}
+    skipped: list[str] = []
     for c in dirs:
         n0 = len(samples)
-        for root, _, fnames in sorted(os.walk(folder / c, followlinks=True)):
+        for root, fnames in sorted(walk_once(folder / c, seen, skipped)):
             for fname in sorted(fnames):
                 if _is_image(fname, exts):
                     samples.append((os.path.join(root, fname), class_to_idx[c]))
@@ -471,14 +476,70 @@ def scan_image_folder(
         raise DataError(f"folder {folder} has class folders but no image files")
     if empty and not allow_empty_classes:
         raise DataError(f"class folder {folder / empty[0]} has no images")
+    if skipped:
+        warnings.warn(
+            f"folder {folder}: {len(skipped)} folder(s) reached again through symbolic links "
+            f"were read once only (first: {skipped[0]})",
+            MimkitWarning,
+            stacklevel=2,
+        )
     return classes, samples
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def walk_once(
+    top: str | os.PathLike, seen: set[tuple[int, int]], skipped: list[str]
+) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` under ``top`` like ``os.walk(followlinks=True)``, but each real
+    folder once: a link back to a parent would otherwise repeat the tree until the path grows
+    too long. ``seen`` holds the (device, inode) of folders already read (or reserved, like
+    the other class folders); sub-folders found in it are skipped and listed in ``skipped``."""
+    for i, (root, dirnames, fnames) in enumerate(os.walk(top, followlinks=True)):
+        key = _identity(root)
+        if i > 0 and key in seen:
+            skipped.append(root)
+            dirnames.clear()
+            continue
+        seen.add(key)
+        dirnames.sort()  # a fixed order decides which path of a linked folder is kept
+        yield root, fnames
 
 
 def _open_rgb(path: str) -> Image.Image:
     with open(path, "rb") as f:
         img = Image.open(f)
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
+
+
+_DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale (I: as PNG/TIFF give)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB image. 16-bit grayscale is scaled by its bit depth (65535 -> 255): PIL's own
+    conversion clips it, turning almost every pixel white."""
+    if img.mode in _DEEP_GRAY:
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _unreadable(path: str, err: Exception) -> str:
+    reason = str(err).splitlines()[0] if str(err).strip() else ""
+    return f"image {path} cannot be read ({type(err).__name__}{': ' if reason else ''}{reason})"
+
+
+def check_header(path: str) -> None:
+    """Raise (one of _READ_ERRORS) unless ``path`` looks like a readable image: PIL parses its
+    header and ``verify()`` walks its structure (every chunk's CRC for PNG) without decoding
+    pixels. Fast enough to run on every file before training (benchmarks/bench_image_check.py).
+    """
+    with Image.open(path) as img:
+        img.verify()
 
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -527,14 +588,18 @@ class ImageFolderDataset(Dataset):
         return self.samples
 
     def _bad(self, path: str, err: Exception) -> None:
-        msg = f"image {path} cannot be read ({type(err).__name__}: {err})"
+        msg = _unreadable(path, err)
         if self.on_bad_image == "error":
             raise DataError(msg) from None
         if path not in self.bad_files:
             self.bad_files.add(path)
             self.num_bad += 1
             if self.num_bad == 1:
-                warnings.warn(f"skipping unreadable images; first: {msg}", stacklevel=3)
+                warnings.warn(
+                    f"{msg}: skipped (later unreadable images are skipped without a word)",
+                    MimkitWarning,
+                    stacklevel=3,
+                )
             log.debug("skipping %s (%d unreadable so far)", msg, self.num_bad)
 
     def load(self, i: int) -> tuple[Image.Image, int]:
@@ -556,21 +621,38 @@ class ImageFolderDataset(Dataset):
             img = self.transform(img)
         return img, label
 
-    def check_images(self, n: int = 64) -> int:
-        """Open the first ``n`` files up front; return how many are unreadable.
-
-        Raises DataError on the first bad file in "error" mode, or when none of them is readable.
+    def check_images(self, n: int | None = None) -> int:
+        """Check the header of every file (or of the first ``n``) before any training; return
+        how many are unreadable. "error": DataError naming the first one. "skip": they leave
+        the data set, with one warning giving their count and the first few; DataError when
+        none is readable. About 0.25 ms per small file (benchmarks/bench_image_check.py).
         """
-        checked = self.samples[: max(1, n)]
-        bad = 0
-        for path, _ in checked:
+        checked = self.samples if n is None else self.samples[: max(1, n)]
+        keep, bad = [], []
+        for path, label in tqdm(
+            checked, desc="checking images", unit="file", disable=len(checked) < 20_000
+        ):
             try:
-                _open_rgb(path)
+                check_header(path)
+                keep.append((path, label))
             except _READ_ERRORS as e:
-                bad += 1
-                self._bad(path, e)
-        if checked and bad == len(checked):
-            raise DataError(
-                f"folder {self.root}: none of the first {len(checked)} images can be read"
+                if self.on_bad_image == "error":
+                    raise DataError(
+                        f"{_unreadable(path, e)}; remove or replace it, or set "
+                        "data.on_bad_image=skip"
+                    ) from None
+                bad.append(path)
+        if checked and not keep:
+            raise DataError(f"folder {self.root}: none of its {len(checked)} images can be read")
+        if bad:
+            self.samples = keep + self.samples[len(checked) :]
+            self.num_bad += len(set(bad) - self.bad_files)
+            self.bad_files.update(bad)
+            first = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            warnings.warn(
+                f"skipping {len(bad)} unreadable image(s) of {len(checked)} in {self.root}: "
+                f"{first}",
+                MimkitWarning,
+                stacklevel=2,
             )
-        return bad
+        return len(bad)

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mimkit import __version__
 from mimkit.config import PretrainConfig
-from mimkit.errors import CheckpointError, MimkitError
+from mimkit.errors import CheckpointError, DataError, MimkitError
 from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import TrainData
@@ -214,6 +214,29 @@ class TrainLoop:
         values.update(lr=lr, wd=wd, **out.scalars)
         return StepResult(values, out.assign)
 
+    def _stop_on_data_error(self, loader: Iterable[Any], first_step: int) -> Iterator[Any]:
+        """The loader's batches; an image that cannot be read mid-run (``on_bad_image=error``;
+        the up-front check reads headers only) saves the state so far and stops in one line.
+        Each batch is trained on before the next is asked for: the step is first + yielded."""
+        batches = iter(loader)
+        step = first_step
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DataError as err:
+                # From a loader worker the message carries the worker's traceback: keep the
+                # error's own last line.
+                msg = str(err).strip().splitlines()[-1].removeprefix("mimkit.errors.DataError: ")
+                if not self.dist.enabled:  # other processes cannot join a save now
+                    if step != self.last_saved:
+                        self.save(step)
+                    msg += f"; the state after step {step} is saved: rerun to resume"
+                raise DataError(msg) from None
+            yield batch
+            step += 1
+
     # -- non-finite values ----------------------------------------------------------------
     def _check_step_finite(self, values: dict[str, float], step: int) -> None:
         """Stop before applying a step whose loss or gradients are not finite. Under fp16 loss
@@ -282,7 +305,8 @@ class TrainLoop:
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
         clock = WaitClock()
         # Only the batches this run takes: none is built for nothing past ``last``.
-        for crops, label, extras in clock.iterate(itertools.islice(loader, last - step)):
+        batches = self._stop_on_data_error(itertools.islice(loader, last - step), step)
+        for crops, label, extras in clock.iterate(batches):
             try:
                 result = self.train_step(crops, step, extras)
             except NonFiniteLossError:

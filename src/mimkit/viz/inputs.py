@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from mimkit.data.datasets import to_rgb
 from mimkit.errors import DataError
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -62,7 +63,7 @@ def _open_rgb(path: Path) -> Image.Image:
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except _READ_ERRORS as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"{path}: cannot read it as an image ({first[:200]})") from None
