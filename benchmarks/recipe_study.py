@@ -2,9 +2,11 @@
 
 Each recipe is a shipped config (or YAML path) plus ``--set`` overrides. Every run logs an
 online k-NN of the teacher's CLS token (val split against the train bank, k = 20, T = 0.07)
-after every ``knn_every`` epochs; the training time is summed from the logged per-epoch
-throughput, so the minutes exclude the k-NN passes themselves. Runs resume when the command
-is repeated, finished runs are read from disk.
+after every ``knn_every`` epochs. The minute axis is training time on an idle 2-core
+machine, excluding the k-NN passes: images seen / the recipe's speed measured by
+``recipe_speed.py`` (``speed.json``; runs that share a machine log a throughput that says more
+about the load than about the recipe), or, for recipes it has not measured, the run's own
+logged throughput. Runs resume when the command is repeated, finished runs are read from disk.
 
     python benchmarks/recipe_study.py benchmarks/recipes/fashion_mnist.yaml --out runs/study
     python benchmarks/recipe_study.py RECIPES.yaml --out runs/study --only r03 --jobs 2
@@ -86,8 +88,24 @@ def reproduce(args: list[str]) -> str:
     return "mimkit pretrain " + " ".join(shlex.quote(a) for a in shown)
 
 
-def curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per evaluated epoch: epoch, step, cumulative training minutes, images/s, k-NN top-1."""
+def idle_speed(out: Path) -> dict[str, float]:
+    """Each recipe's images/s on an idle 2-core machine, from ``recipe_speed.py``'s
+    ``speed.json`` (empty when it has not been run)."""
+    path = out / "speed.json"
+    if not path.exists():
+        return {}
+    known = json.loads(path.read_text())
+    scale = known.get("scale")
+    if not scale:
+        return {}
+    return {k: v * scale for k, v in known["one_thread_images_per_s"].items()}
+
+
+def curve(run_dir: Path, images_per_s: float | None = None) -> list[dict[str, float]]:
+    """Per evaluated epoch: epoch, step, cumulative training minutes, images/s, k-NN top-1.
+
+    Minutes come from ``images_per_s`` when given (the recipe's measured idle speed), else
+    from the throughput the run logged (which a loaded machine depresses)."""
     log = run_dir / "log.jsonl"
     if not log.exists():
         return []
@@ -102,14 +120,15 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
             continue
         steps = rec["step"] - prev_step
         prev_step = rec["step"]
-        seconds += steps * batch / max(rec["images_per_s"], 1e-9)
+        speed = images_per_s or rec["images_per_s"]
+        seconds += steps * batch / max(speed, 1e-9)
         if "knn_top1" in rec:
             rows.append(
                 {
                     "epoch": rec["epoch"],
                     "step": rec["step"],
                     "minutes": seconds / 60,
-                    "images_per_s": rec["images_per_s"],
+                    "images_per_s": speed,
                     "knn_top1": rec["knn_top1"],
                     "loss": rec.get("loss", float("nan")),
                 }
@@ -161,8 +180,9 @@ def report(data, recipes, out: Path) -> str:
     with (out / "study.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["recipe", "epoch", "step", "minutes", "images_per_s", "knn_top1", "loss"])
+        speeds = idle_speed(out)
         for recipe in recipes:
-            rows = curve(out / recipe["name"])
+            rows = curve(out / recipe["name"], speeds.get(recipe["name"]))
             for r in rows:
                 w.writerow(
                     [

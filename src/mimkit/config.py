@@ -73,6 +73,7 @@ class LossConfig:
     lambda1: float = 1.0  # CLS term
     lambda2: float = 1.0  # patch (MIM) term
     lambda3: float = 0.0  # dense contrastive term (0 disables it)
+    koleo: float = 0.0  # KoLeo on the student's global-crop CLS tokens (DINOv2; 0: off)
     student_temp: float = 0.1
     teacher_temp: float = 0.07
     warmup_teacher_temp: float = 0.04

@@ -74,6 +74,7 @@ _RULES: dict[str, str] = {
     "loss.lambda1": ">= 0",
     "loss.lambda2": ">= 0",
     "loss.lambda3": ">= 0",
+    "loss.koleo": ">= 0",
     "loss.student_temp": "> 0",
     "loss.teacher_temp": "> 0",
     "loss.warmup_teacher_temp": "> 0",

@@ -35,6 +35,8 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError("data.on_bad_image must be 'skip' or 'error'")
     if cfg.run.amp not in ("auto", "bf16", "fp16", "none"):
         raise ConfigError("run.amp must be auto, bf16, fp16 or none")
+    if cfg.loss.koleo > 0 and cfg.optim.batch_size < 2:
+        raise ConfigError("the KoLeo term (loss.koleo > 0) needs a batch of at least 2 images")
     if cfg.loss.lambda3 > 0 and d.global_crops < 2:
         raise ConfigError("the contrastive term (lambda3 > 0) needs at least 2 global crops")
     if cfg.loss.lambda3 > 0 and not 1 <= cfg.loss.contrastive_k <= backbone.num_patches // 2:

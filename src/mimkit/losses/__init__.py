@@ -2,6 +2,7 @@
 
 from mimkit.losses.contrastive import DenseContrastiveLoss
 from mimkit.losses.ibot import IBOTLoss
+from mimkit.losses.koleo import KoLeoLoss
 from mimkit.losses.masked import MaskedPatches, masked_patches
 
-__all__ = ["DenseContrastiveLoss", "IBOTLoss", "MaskedPatches", "masked_patches"]
+__all__ = ["DenseContrastiveLoss", "IBOTLoss", "KoLeoLoss", "MaskedPatches", "masked_patches"]

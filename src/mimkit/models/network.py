@@ -23,6 +23,7 @@ class StudentOutput:
     cls_logits: Tensor  # [V*B, K]: the global crops first, then the local crops
     patch_logits: Tensor  # [M, K2]: the rows ``patch_rows`` of the global crops' patches
     patch_embed: Tensor  # [E, bottleneck], L2-normalised: the rows ``embed_rows``
+    global_cls: Tensor  # [G*B, D]: the global crops' CLS tokens out of the backbone
 
 
 @dataclass
@@ -65,6 +66,7 @@ class IBOTNetwork(nn.Module):
             self.head.last_layer(z[:n_cls]),
             self.head.patch_layer(z[n_cls : n_cls + m]),
             z[n_cls + m :],
+            tokens[:, 0],
         )
 
     @torch.no_grad()

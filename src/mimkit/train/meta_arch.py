@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mimkit.config import PretrainConfig
 from mimkit.crops import Crops
-from mimkit.losses import DenseContrastiveLoss, IBOTLoss, masked_patches
+from mimkit.losses import DenseContrastiveLoss, IBOTLoss, KoLeoLoss, masked_patches
 from mimkit.masking import MaskConfig, MaskGenerator, MaskPlan, parse_score, parse_strategies
 from mimkit.models import build_vit
 from mimkit.models.head import IBOTHead
@@ -69,7 +69,7 @@ class StepLosses:
 class IBOTMetaArch(nn.Module):
     """Student and teacher networks, the mask generator and the weighted loss terms."""
 
-    progress_keys = ("cls", "patch", "contrastive")
+    progress_keys = ("cls", "patch", "contrastive", "koleo")
 
     def __init__(
         self, cfg: PretrainConfig, schedules: Schedules, device: torch.device, rank: int = 0
@@ -94,6 +94,7 @@ class IBOTMetaArch(nn.Module):
             self.masker, self.grid, cfg.run.seed, rank, schedules.steps_per_epoch,
             cfg.masking.start_epoch,
         )  # fmt: skip
+        self.koleo = KoLeoLoss() if cfg.loss.koleo > 0 else None
         self.contrastive: DenseContrastiveLoss | None = None
         self.contrastive_score = None
         if cfg.loss.lambda3 > 0:
@@ -235,6 +236,11 @@ class IBOTMetaArch(nn.Module):
             con = self.contrastive.pairs(pos, neg)
             loss = loss + self.cfg.loss.lambda3 * con
             terms["contrastive"] = con.detach()
+        if self.koleo is not None:
+            # Per global crop, as DINOv2: neighbours are searched within one crop's batch.
+            ko = sum(self.koleo(c) for c in student.global_cls.chunk(self.num_global))
+            loss = loss + self.cfg.loss.koleo * ko
+            terms["koleo"] = ko.detach()
         return StepLosses(loss, terms, masks, teacher_out.cls_logits, student.cls_logits)
 
     def before_optimizer_step(self, step: int) -> None:
