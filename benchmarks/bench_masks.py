@@ -8,10 +8,10 @@ Prints Markdown tables:
    N = 196), vectorised mimkit vs a per-image, per-patch Python loop of the kind research code
    uses. The loop is timed on a subset of the images and scaled linearly to the batch.
    Loop reference: per image, the score is computed patch by patch (a Python loop over the
-   patches, each a mean over heads), sorted, and the mask filled patch by patch; rollout is
-   per image with one full [T, T] product per layer (as in Abnar & Zuidema's code); random is
+   patches, each a mean over heads), sorted, and the mask filled patch by patch; random is
    per-image randperm + per-patch fill; block is BEiT's own pure-Python generator.
-2. teacher forward with CLS-row / rollout readout vs the plain fused forward.
+2. teacher forward with CLS-row / rollout readout vs the plain fused forward. Rollout is
+   computed there, inside the teacher's forward pass, and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from mimkit.masking import (
     block_mask,
     parse_score,
     random_mask,
-    rollout_scores,
     select_mask,
 )
 from mimkit.models import Readout, ReadoutRequest, build_vit
@@ -79,16 +78,6 @@ def loop_cls_score(cls_attn_b: torch.Tensor, kind: str, p: float = 0.5) -> torch
     return out
 
 
-def loop_rollout_score(atts_b: list[torch.Tensor]) -> torch.Tensor:
-    t = atts_b[0].shape[-1]
-    r = torch.eye(t)
-    for a in atts_b:
-        m = 0.5 * a.mean(0) + 0.5 * torch.eye(t)
-        m = m / m.sum(-1, keepdim=True)
-        r = m @ r
-    return r[0, 1:]
-
-
 def loop_multi_score(cls_b: list[torch.Tensor]) -> torch.Tensor:
     per_layer = []
     for a in cls_b:
@@ -132,7 +121,6 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
     cls = {
         l: torch.randn(b, HEADS, T, generator=g).mul(3).softmax(-1)[:, :, 1:] for l in range(DEPTH)
     }
-    atts = [torch.randn(b, HEADS, T, T, generator=g).mul(3).softmax(-1) for _ in range(DEPTH)]
     readout = Readout(cls_attn=cls)
     ratio = 0.1 + 0.4 * torch.rand(b, generator=g)
     rl = ratio.tolist()
@@ -147,7 +135,6 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
         "hint@raw": guided("raw:-1", "hint"),
         "high@log": guided("log:-1", "high"),
         "high@power": guided("power:-1", "high"),
-        "high@rollout (12 layers)": lambda: select_mask(rollout_scores(atts), ratio, "high"),
         "high@multi:4+8+11": guided("multi:4+8+11", "high"),
         "random": lambda: random_mask(b, N, ratio, g),
         "block": lambda: block_mask(b, GRID, ratio, g),
@@ -168,9 +155,6 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
         "hint@raw": loop(lambda i: loop_select(loop_cls_score(last[i], "raw"), rl[i], "hint")),
         "high@log": loop(lambda i: loop_select(loop_cls_score(last[i], "log"), rl[i], "high")),
         "high@power": loop(lambda i: loop_select(loop_cls_score(last[i], "power"), rl[i], "high")),
-        "high@rollout (12 layers)": loop(
-            lambda i: loop_select(loop_rollout_score([a[i] for a in atts]), rl[i], "high")
-        ),
         "high@multi:4+8+11": loop(
             lambda i: loop_select(
                 loop_multi_score([cls[4][i], cls[8][i], cls[11][i]]), rl[i], "high"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,8 +58,23 @@ class DataConfig:
     solarize_prob: float = 0.2
 
 
+RATIO_PER = ("image", "batch", "step")
+HINT_REVEALS = ("own", "independent")
+
+
 @dataclass
 class MaskingConfig:
+    """Which patches of the global crops are masked (see ``mimkit.masking``).
+
+    ``strategies``: one ``MODE[@SCORE]`` per global crop, or one for all. ``ratio``: r ~
+    U(lo, hi) with ``0 <= lo <= hi < 1``. ``ratio_per``: ``image`` draws r for every image,
+    ``batch`` once per crop and batch, ``step`` once for all crops of the batch (AttMask).
+    ``mask_prob``: probability that an image is masked at all. ``show_max``: hint's top
+    fraction to reveal from. ``hint_reveal``: ``own`` reveals ``floor(show_max * r * N)`` with
+    the image's own r; ``independent`` draws another ratio for the count, as AttMask does
+    (see :func:`mimkit.masking.select.select_mask`).
+    """
+
     strategies: list[str] = field(default_factory=lambda: ["block"])
     ratio: tuple[float, float] = (0.1, 0.5)
     ratio_per: str = "image"  # image, batch (one per crop) or step (one for all crops: AttMask)
@@ -66,6 +82,35 @@ class MaskingConfig:
     show_max: float = 0.1
     hint_reveal: str = "own"  # own: count from the image's r; independent: another r (AttMask)
     start_epoch: float = 0.0  # no masks before this (fractional) epoch: iBOT's pred_start_epoch
+
+    def validate(self) -> MaskingConfig:
+        """ConfigError naming the first bad field (strategies are checked against a
+        backbone by ``mimkit.validation``)."""
+        r = self.ratio
+        if isinstance(r, (int, float)) or len(r) != 2:
+            raise ConfigError(f"mask ratio must be a range [lo, hi], got {r!r}")
+        try:
+            lo, hi = float(r[0]), float(r[1])
+        except (TypeError, ValueError):
+            raise ConfigError(f"mask ratio must be two numbers, got {r!r}") from None
+        if not (0.0 <= lo <= hi < 1.0):
+            raise ConfigError(f"mask ratio range must satisfy 0 <= lo <= hi < 1, got {r!r}")
+        if self.ratio_per not in RATIO_PER:
+            raise ConfigError(
+                f"mask ratio_per must be one of {', '.join(RATIO_PER)}, got {self.ratio_per!r}"
+            )
+        if self.hint_reveal not in HINT_REVEALS:
+            raise ConfigError(
+                f"hint_reveal must be one of {', '.join(HINT_REVEALS)}, got {self.hint_reveal!r}"
+            )
+        if not (0.0 <= float(self.mask_prob) <= 1.0):
+            raise ConfigError(f"mask_prob must lie in [0, 1], got {self.mask_prob!r}")
+        s = float(self.show_max)
+        if not (0.0 < s <= 1.0 and math.isfinite(s)):
+            raise ConfigError(f"show_max must lie in (0, 1], got {self.show_max!r}")
+        if not (self.start_epoch >= 0 and math.isfinite(self.start_epoch)):
+            raise ConfigError(f"masking.start_epoch must be 0 or more, got {self.start_epoch}")
+        return self
 
 
 @dataclass

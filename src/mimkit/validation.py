@@ -1,5 +1,6 @@
 """Checks of a pretraining config that can fail on user input, before any data is read or
-any file is written."""
+any file is written. They need only the backbone's description (``models/spec.py``), never a
+built model."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from mimkit.config import PretrainConfig
 from mimkit.config_ranges import check_ranges
 from mimkit.data import validate_data_spec
 from mimkit.errors import ConfigError
-from mimkit.masking import MaskConfig, MaskStrategy, parse_score, parse_strategies
+from mimkit.masking import (
+    MaskStrategy,
+    ScoreSpec,
+    check_supported,
+    parse_score,
+    parse_strategies,
+)
 from mimkit.masking.select import floor_count
-from mimkit.models import build_vit
+from mimkit.models import backbone_spec
 from mimkit.train.optim import CLIP_MODES
 from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
@@ -23,10 +30,12 @@ def validate_config(cfg: PretrainConfig) -> None:
     """Every check that can fail on user input, before any data is read or file written."""
     check_ranges(cfg)  # every number finite and in range, before anything uses one
     m, d = cfg.model, cfg.data
-    backbone = build_vit(m.arch, m.img_size, m.patch_size)  # raises on bad arch/sizes
-    if d.local_crops and d.local_crop_size % m.patch_size:
+    backbone = backbone_spec(m.arch, m.img_size, m.patch_size)  # raises on bad arch/sizes
+    stride = backbone.stage_strides[-1]  # a ViT's patch size, a Swin's final-stage stride
+    if d.local_crops and d.local_crop_size % stride:
+        what = "patch size" if stride == m.patch_size else "final-stage stride"
         raise ConfigError(
-            f"local crop size {d.local_crop_size} is not divisible by patch size {m.patch_size}"
+            f"local crop size {d.local_crop_size} is not divisible by {what} {stride}"
         )
     for name, (lo, hi) in (("global_scale", d.global_scale), ("local_scale", d.local_scale)):
         if lo > hi:
@@ -45,10 +54,10 @@ def validate_config(cfg: PretrainConfig) -> None:
             f"(half the {backbone.num_patches} patches)"
         )
     strategies = parse_strategies(cfg.masking.strategies, d.global_crops, backbone.depth)
-    if cfg.loss.contrastive_score:
-        parse_score(cfg.loss.contrastive_score, backbone.depth)
-    k = cfg.masking
-    MaskConfig(tuple(k.ratio), k.ratio_per, k.mask_prob, k.show_max, k.hint_reveal).validate()
+    scores = [s.score for s in strategies]
+    scores.append(contrastive_score(cfg, strategies, backbone.depth))
+    check_supported(scores, backbone.readouts, m.arch)
+    k = cfg.masking.validate()
     o = cfg.optim
     _check_choice("optim.clip_mode", o.clip_mode, CLIP_MODES)
     _check_choice("optim.lr_warmup", o.lr_warmup, LR_WARMUPS)
@@ -88,3 +97,17 @@ def hint_warnings(
         "reveals at least one patch"
         for text in hints
     ]
+
+
+def contrastive_score(
+    cfg: PretrainConfig, strategies: list[MaskStrategy], depth: int
+) -> ScoreSpec | None:
+    """The score the dense contrastive term picks patches by, when it is on and a strategy's
+    own score does not serve: ``loss.contrastive_score``, else ``raw:-1`` as soon as one crop
+    has a random or block mask."""
+    if cfg.loss.lambda3 <= 0:
+        return None
+    spec = cfg.loss.contrastive_score
+    if spec is None and not all(s.attention_guided for s in strategies):
+        spec = "raw:-1"
+    return parse_score(spec, depth) if spec else None

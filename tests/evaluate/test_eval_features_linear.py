@@ -24,9 +24,9 @@ class CountingViT(torch.nn.Module):
         self.calls += 1
         return self.vit(x)
 
-    def get_intermediate_layers(self, x, n=1):
+    def last_blocks(self, x, n=1):
         self.calls += 1
-        return self.vit.get_intermediate_layers(x, n)
+        return self.vit.last_blocks(x, n)
 
 
 def _images(n=24, classes=3):
@@ -38,11 +38,11 @@ def test_feature_modes_shapes():
     vit = build_vit("vit_nano", 16, 4).eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(features_from_images(vit, x, "cls"), vit(x)[:, 0])
+        assert torch.equal(features_from_images(vit, x, "cls"), vit(x).pooled)
         assert features_from_images(vit, x, "cls+avgpool").shape == (2, 128)
         last = features_from_images(vit, x, "last4")  # depth 3: all 3 blocks
         assert last.shape == (2, 192)
-        assert torch.allclose(last[:, -64:], vit(x)[:, 0], atol=1e-6)
+        assert torch.allclose(last[:, -64:], vit(x).pooled, atol=1e-6)
         assert features_from_images(vit, x, "last4+avgpool").shape == (2, 256)
 
 

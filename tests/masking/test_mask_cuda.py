@@ -9,16 +9,16 @@ import math
 import pytest
 import torch
 
+from mimkit.config import MaskingConfig
 from mimkit.masking import (
-    MaskConfig,
     MaskGenerator,
     block_mask,
     parse_strategies,
     random_mask,
-    rollout_scores,
     select_mask,
 )
-from mimkit.models import build_vit
+from mimkit.models import ReadoutRequest, build_vit
+from mimkit.models.readout import ReadoutRecorder
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -60,11 +60,18 @@ def test_random_and_block_on_cuda(gen_device):
     assert (cover <= budget).all() and cover.float().mean() > 0.8 * budget.float().mean()
 
 
-def test_rollout_scores_cuda_matches_cpu():
+def _rollout(maps):
+    recorder = ReadoutRecorder(ReadoutRequest(rollout_ranges=frozenset({(0, len(maps) - 1)})))
+    for i, a in enumerate(maps):
+        recorder.record(i, None, a.mean(1))
+    return recorder.readout.rollout[(0, len(maps) - 1)]
+
+
+def test_rollout_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
     atts = [torch.randn(4, 3, 50, 50, generator=g).softmax(-1) for _ in range(5)]
-    cpu = rollout_scores(atts)
-    gpu = rollout_scores([a.cuda() for a in atts])
+    cpu = _rollout(atts)
+    gpu = _rollout([a.cuda() for a in atts])
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=1e-5)
 
 
@@ -73,13 +80,15 @@ def test_generator_end_to_end_on_cuda():
     vit = build_vit("vit_nano").eval()
     texts = ["high@raw:-1", "hint@rollout", "low@multi:0+2", "random", "block"]
     b, crops = 6, len(texts)
-    gen = MaskGenerator(parse_strategies(texts, crops, vit.depth), MaskConfig(), vit.depth)
+    gen = MaskGenerator(parse_strategies(texts, crops, vit.depth), MaskingConfig(), vit.depth)
     x = torch.randn(crops * b, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        tok_cpu, ro_cpu = vit.forward_features(x, request=gen.readout_request())
+        f_cpu = vit.forward_features(x, request=gen.readout_request())
+        tok_cpu, ro_cpu = f_cpu.patches, f_cpu.readout
         vit_gpu = vit.cuda()
-        tok_gpu, ro_gpu = vit_gpu.forward_features(x.cuda(), request=gen.readout_request())
-        plain = vit_gpu(x.cuda())
+        f_gpu = vit_gpu.forward_features(x.cuda(), request=gen.readout_request())
+        tok_gpu, ro_gpu = f_gpu.patches, f_gpu.readout
+        plain = vit_gpu(x.cuda()).patches
     torch.testing.assert_close(tok_gpu, plain, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(tok_gpu.cpu(), tok_cpu, atol=1e-4, rtol=1e-4)
     for layer, a in ro_cpu.cls_attn.items():

@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mimkit.config import MaskingConfig as MaskConfig
 from mimkit.errors import ConfigError
-from mimkit.masking import MaskConfig, MaskGenerator, parse_score, parse_strategies, select_mask
+from mimkit.masking import MaskGenerator, parse_score, parse_strategies, select_mask
 from mimkit.models import Readout, ReadoutRequest, build_vit
 
 ALL = ["random", "block", "high", "low@log:0", "hint@power:1:2", "high@rollout", "high@multi:0+2"]
@@ -21,7 +22,7 @@ def vit():
 def teacher_readout(vit, gen, crops, b, seed=0):
     x = torch.randn(crops * b, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return vit.forward_features(x, request=gen.readout_request())[1]
+        return vit.forward_features(x, request=gen.readout_request()).readout
 
 
 @pytest.mark.parametrize("texts", [[t] for t in ALL] + [["high@raw:2", "high@raw:0"]])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimkit.masking import MaskConfig, MaskGenerator, MaskPlan, parse_strategies
+from mimkit.config import MaskingConfig
+from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies
 from mimkit.models import Readout
 
 DEPTH, GRID = 3, 6
@@ -32,7 +33,7 @@ N = GRID * GRID
 def test_plan_counts_are_the_finished_masks_counts(texts, ratio_per, reveal):
     b = 40
     crops = len(texts) if len(texts) > 1 else 2
-    cfg = MaskConfig(
+    cfg = MaskingConfig(
         ratio=(0.1, 0.7), ratio_per=ratio_per, mask_prob=0.6, show_max=0.5, hint_reveal=reveal
     )
     gen = MaskGenerator(parse_strategies(texts, crops, DEPTH), cfg, DEPTH)
@@ -66,7 +67,7 @@ def test_plan_counts_are_the_finished_masks_counts(texts, ratio_per, reveal):
 
 
 def test_empty_plan_masks_nothing():
-    gen = MaskGenerator(parse_strategies(["block", "high"], 2, DEPTH), MaskConfig(), DEPTH)
+    gen = MaskGenerator(parse_strategies(["block", "high"], 2, DEPTH), MaskingConfig(), DEPTH)
     plan = MaskPlan.empty(2, 5, N)
     assert plan.total == 0
     masks = gen.complete(plan, None, 5, GRID)  # not even a readout is needed

@@ -60,7 +60,7 @@ def test_parse_without_depth_keeps_negative_layers():
         ("high@median:3", "unknown score 'median'"),
         ("high@raw:x", "bad layer 'x'"),
         ("high@raw:1.5", "bad layer '1.5'"),
-        ("high@raw:12", "layer 12 is out of range for a ViT of depth 12 in 'high@raw:12'"),
+        ("high@raw:12", "layer 12 is out of range for a backbone of depth 12 in 'high@raw:12'"),
         ("high@raw:-13", "layer -13 is out of range"),
         ("high@multi:4+12", "layer 12 is out of range"),
         ("high@multi:4++5", "bad layer ''"),
@@ -116,13 +116,13 @@ def test_readout_request_and_compute():
     )
     g = torch.Generator().manual_seed(0)
     cls = {l: torch.rand(3, 2, 9, generator=g).softmax(-1) for l in range(depth)}
-    roll = {(1, 2): torch.rand(3, 10, 10, generator=g)}
+    roll = {(1, 2): torch.rand(3, 9, generator=g)}
     ro = Readout(cls_attn=cls, rollout=roll)
     torch.testing.assert_close(parse_score("raw:1", depth).compute(ro), cls[1].mean(1))
     torch.testing.assert_close(parse_score("log:2", depth).compute(ro), cls[2].log().mean(1))
     torch.testing.assert_close(parse_score("power:0:2", depth).compute(ro), cls[0].pow(2).mean(1))
     torch.testing.assert_close(
-        parse_score("rollout:1-2", depth).compute(ro), roll[(1, 2)][:, 0, 1:]
+        parse_score("rollout:1-2", depth).compute(ro), roll[(1, 2)]
     )
     multi = parse_score("multi:0+3", depth).compute(ro)
     expect = (

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mimkit.models import ReadoutRequest, build_vit, rollout_accumulate
+from mimkit.errors import ConfigError
+from mimkit.models import Features, ReadoutRequest, build_vit, resolve_layer, rollout_accumulate
 from mimkit.models.vit import VisionTransformer
 
 
@@ -13,6 +14,11 @@ def vit():
         m.masked_embed.normal_()
         m.cls_token.normal_()
     return m
+
+
+def all_tokens(f: Features) -> torch.Tensor:
+    """``[B, 1+N, D]``: the pooled (CLS) token then the patches, a ViT's token layout."""
+    return torch.cat([f.pooled[:, None], f.patches], dim=1)
 
 
 def images(b=3, size=16, seed=0):
@@ -50,8 +56,9 @@ REQUESTS = [
 def test_readout_parity_with_fused_forward(vit, request_):
     x = images()
     with torch.no_grad():
-        plain = vit(x)
-        tokens, readout = vit.forward_features(x, request=request_)
+        plain = all_tokens(vit(x))
+        f = vit.forward_features(x, request=request_)
+        tokens, readout = all_tokens(f), f.readout
     torch.testing.assert_close(tokens, plain, atol=1e-5, rtol=1e-5)
     assert set(readout.cls_attn) == set(request_.cls_layers)
     assert set(readout.rollout) == set(request_.rollout_ranges)
@@ -64,7 +71,8 @@ def test_cls_rows_and_rollout_match_explicit_attention(vit):
     )
     with torch.no_grad():
         ref_tokens, attns = explicit_attentions(vit, x)
-        tokens, readout = vit.forward_features(x, request=req)
+        f = vit.forward_features(x, request=req)
+        tokens, readout = all_tokens(f), f.readout
     torch.testing.assert_close(tokens, ref_tokens, atol=1e-5, rtol=1e-5)
     n = vit.num_patches
     for layer, a in enumerate(attns):
@@ -77,7 +85,8 @@ def test_cls_rows_and_rollout_match_explicit_attention(vit):
         for a in attns[first : last + 1]:
             m = 0.5 * a.mean(1) + 0.5 * torch.eye(t)
             r = (m / m.sum(-1, keepdim=True)) @ r
-        torch.testing.assert_close(readout.rollout[(first, last)], r, atol=1e-6, rtol=1e-5)
+        got = readout.rollout[(first, last)]
+        torch.testing.assert_close(got, r[:, 0, 1:], atol=1e-6, rtol=1e-5)
 
 
 def test_rollout_accumulate_order():
@@ -93,8 +102,8 @@ def test_rollout_accumulate_order():
 def test_mask_embedding_replaces_masked_patches(vit):
     full = torch.ones(2, 4, 4, dtype=torch.bool)
     with torch.no_grad():
-        a = vit(images(2, seed=1), mask=full)
-        b = vit(images(2, seed=2) * 10, mask=full)
+        a = all_tokens(vit.forward_features(images(2, seed=1), mask=full))
+        b = all_tokens(vit.forward_features(images(2, seed=2) * 10, mask=full))
     torch.testing.assert_close(a, b)
     # a partial mask: masked tokens are the mask embedding (+ pos), unmasked ones are not
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)
@@ -113,7 +122,7 @@ def test_mask_embedding_replaces_masked_patches(vit):
 
 def test_mask_shape_error(vit):
     with pytest.raises(ValueError, match="patches"):
-        vit(images(2), mask=torch.zeros(2, 3, 3, dtype=torch.bool))
+        vit.forward_features(images(2), mask=torch.zeros(2, 3, 3, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("size", [8, 24, 32])
@@ -122,13 +131,14 @@ def test_pos_embed_interpolation_for_other_sizes(vit, size):
     g = size // vit.patch_size
     req = ReadoutRequest(cls_layers=frozenset({2}), rollout_ranges=frozenset({(0, 2)}))
     with torch.no_grad():
-        tokens, readout = vit.forward_features(x, request=req)
+        f = vit.forward_features(x, request=req)
+        tokens, readout = all_tokens(f), f.readout
         ref_tokens, attns = explicit_attentions(vit, x)
     assert tokens.shape == (2, g * g + 1, vit.embed_dim)
     assert vit.interpolate_pos_embed(g, g).shape == (1, g * g + 1, vit.embed_dim)
     torch.testing.assert_close(tokens, ref_tokens, atol=1e-5, rtol=1e-5)
     assert readout.cls_attn[2].shape == (2, vit.num_heads, g * g)
-    assert readout.rollout[(0, 2)].shape == (2, g * g + 1, g * g + 1)
+    assert readout.rollout[(0, 2)].shape == (2, g * g)
     assert torch.equal(vit.interpolate_pos_embed(4, 4), vit.pos_embed)
 
 
@@ -138,10 +148,11 @@ def test_indivisible_size_errors(vit):
 
 
 def test_negative_layer_resolution(vit):
-    assert [vit.resolve_layer(i) for i in (-1, -3, 0, 2)] == [2, 0, 0, 2]
+    assert [resolve_layer(i, vit.depth) for i in (-1, -3, 0, 2)] == [2, 0, 0, 2]
     for bad in (3, -4):
-        with pytest.raises(ValueError, match=f"layer {bad} is out of range for a ViT of depth 3"):
-            vit.resolve_layer(bad)
+        match = f"layer {bad} is out of range for a backbone of depth 3"
+        with pytest.raises(ConfigError, match=match):
+            resolve_layer(bad, vit.depth)
 
 
 def test_get_intermediate_layers(vit):
@@ -153,8 +164,10 @@ def test_get_intermediate_layers(vit):
         for blk in vit.blocks:
             h = blk(h)[0]
             per_block.append(vit.norm(h))
-        last = vit(x)
+        last = all_tokens(vit(x))
+        blocks = vit.last_blocks(x, 2)
     assert len(outs) == 2
+    torch.testing.assert_close(all_tokens(blocks[-1]), outs[-1])
     torch.testing.assert_close(outs[0], per_block[1])
     torch.testing.assert_close(outs[1], per_block[2])
     torch.testing.assert_close(outs[-1], last, atol=1e-5, rtol=1e-5)

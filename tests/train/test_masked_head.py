@@ -28,12 +28,18 @@ def full_computation(trainer: IBOTMetaArch, global_views, local_views, masks, tt
     cfg, s, t, lo = trainer.cfg, trainer.student, trainer.teacher, trainer.loss
     g = cfg.data.global_crops
     b = global_views.shape[0] // g
+    def heads(net, f):
+        return net.head.last_layer(net.head.embed(f.pooled)), net.head.patch_layer(
+            net.head.embed(f.patches)
+        )
+
     with torch.no_grad():
-        t_tokens, readout = t.backbone.forward_features(global_views, None, trainer.request)
-        t_cls, t_patch = t.head(t_tokens)
-    s_tokens = s.backbone.forward_features(global_views, masks)[0]
-    s_cls, s_patch = s.head(s_tokens)
-    s_cls = torch.cat([s_cls, s.head(s.backbone.forward_features(local_views)[0])[0]])
+        t_f = t.backbone.forward_features(global_views, None, trainer.request)
+        t_cls, t_patch = heads(t, t_f)
+        readout = t_f.readout
+    s_f = s.backbone.forward_features(global_views, masks)
+    s_cls, s_patch = heads(s, s_f)
+    s_cls = torch.cat([s_cls, heads(s, s.backbone.forward_features(local_views))[0]])
 
     ts = cfg.loss.student_temp
     s_views = F.log_softmax(s_cls / ts, -1).chunk(s_cls.shape[0] // b)
@@ -54,7 +60,7 @@ def full_computation(trainer: IBOTMetaArch, global_views, local_views, masks, tt
         scores = torch.stack(
             [trainer.masker.scores(readout, c, b, trainer.contrastive_score) for c in range(g)]
         )
-        z = s.head.embed(s_tokens)[:, 1:]
+        z = s.head.embed(s_f.patches)
         con = DenseContrastiveLoss(cfg.loss.contrastive_k, cfg.loss.contrastive_tau)(
             z.reshape(g, b, *z.shape[1:]), scores
         )

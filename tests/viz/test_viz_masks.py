@@ -2,18 +2,23 @@ import numpy as np
 import pytest
 import torch
 
+from mimkit.commands.masks import DEFAULT_STRATEGIES
 from mimkit.masking import parse_score, parse_strategy, select_mask
 from mimkit.models import build_vit
 from mimkit.viz import (
     compute_masks,
     figure_pixels,
     mask_overlay,
+    panels_request,
     patches_to_pixels,
-    readout_request,
     resolve_layers,
-    resolve_strategies,
 )
-from mimkit.viz.masks import DEFAULT_STRATEGIES, Panel, render_masks
+from mimkit.viz import resolve_strategies as resolve
+from mimkit.viz.masks import Panel, render_masks
+
+
+def resolve_strategies(texts, depth, readouts=frozenset({"cls", "rollout"})):
+    return resolve(texts, depth, readouts, "vit_nano")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def test_high_overlay_covers_exactly_the_selected_patches(nano, images):
     result = compute_masks(nano, images, strategies, [0], ratio, seed=0)
     # The same mask, straight from the masking package.
     spec = parse_score("raw:-1", nano.depth)
-    _, readout = nano.forward_features(images, request=spec.readout_request(nano.depth))
+    readout = nano.forward_features(images, request=spec.readout_request(nano.depth)).readout
     expected = select_mask(spec.compute(readout), ratio, "high").reshape(3, 4, 4)
     assert torch.equal(result.masks["high@raw:2"], expected)
     rgb = np.random.default_rng(0).uniform(0.0, 0.5, size=(16, 16, 3))
@@ -54,7 +59,7 @@ def test_patches_to_pixels_layout():
 
 
 def test_every_strategy_masks_every_image_deterministically(nano, images):
-    strategies = resolve_strategies(None, nano.depth)
+    strategies = resolve_strategies(DEFAULT_STRATEGIES, nano.depth)
     assert len(strategies) == len(DEFAULT_STRATEGIES)
     a = compute_masks(nano, images, strategies, [0, -1 + nano.depth], 0.4, seed=3)
     b = compute_masks(nano, images, strategies, [0, 2], 0.4, seed=3)
@@ -79,7 +84,7 @@ def test_one_teacher_forward_with_the_union_request(nano, images, monkeypatch):
     strategies = resolve_strategies(["high@raw:1", "low@rollout:1-2", "block"], nano.depth)
     compute_masks(nano, images, strategies, [0], 0.3)
     assert len(calls) == 1
-    assert calls[0] == readout_request(strategies, [0], nano.depth)
+    assert calls[0] == panels_request(strategies, [0], nano.depth, nano.readouts)
     assert calls[0].cls_layers == {0, 1} and calls[0].rollout_ranges == {(0, 2), (1, 2)}
 
 

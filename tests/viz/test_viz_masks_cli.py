@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from mimkit.cli import main
+from mimkit.commands.masks import DEFAULT_STRATEGIES
 from mimkit.models import build_vit
 from mimkit.viz import figure_pixels
-from mimkit.viz.masks import DEFAULT_STRATEGIES
 
 NANO = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4"]
 # vit_nano has 3 blocks: the image, 3 attention maps, the rollout and 9 masks.

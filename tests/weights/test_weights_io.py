@@ -50,9 +50,9 @@ def test_mimkit_checkpoint_roundtrip(tmp_path):
     assert set(sd) == set(m.state_dict())
     model, cfg2, notes = load_pretrained(p)
     assert notes == []
-    assert (cfg2["embed_dim"], cfg2["depth"], cfg2["num_heads"]) == (64, 3, 2)
+    assert (cfg2.embed_dim, cfg2.depth, cfg2.num_heads) == (64, 3, 2)
     x = torch.randn(2, 3, 16, 16)
-    assert torch.equal(model.eval()(x), m(x))
+    assert torch.equal(model.eval()(x).patches, m(x).patches)
 
 
 def test_dino_layout_with_module_prefix_and_heads(tmp_path):
@@ -74,7 +74,7 @@ def test_dino_layout_with_module_prefix_and_heads(tmp_path):
     assert any("masked_embed" in n and "zeros" in n for n in notes)
     assert torch.count_nonzero(model.masked_embed) == 0
     x = torch.randn(2, 3, 16, 16)
-    assert torch.allclose(model.eval()(x), m(x))
+    assert torch.allclose(model.eval()(x).pooled, m(x).pooled)
     with pytest.raises(CheckpointError, match="'foo' not found"):
         load_backbone_state(p, "foo")
 
@@ -86,7 +86,7 @@ def test_plain_state_dict_with_classifier_head(tmp_path):
     p = tmp_path / "plain.pt"
     torch.save(sd, p)
     model, cfg, notes = load_pretrained(p)
-    assert cfg["arch"] == "vit_nano" and len(notes) == 1
+    assert cfg.arch == "vit_nano" and len(notes) == 1
 
 
 @pytest.mark.parametrize(
@@ -148,24 +148,24 @@ def test_export_loads_strictly_into_timm_with_same_cls(tmp_path):
         meta = f.metadata()
     assert meta["arch"] == "vit_nano" and meta["embed_dim"] == "64" and meta["depth"] == "3"
     tv = timm_vit.VisionTransformer(
-        img_size=cfg["img_size"],
-        patch_size=cfg["patch_size"],
-        embed_dim=cfg["embed_dim"],
-        depth=cfg["depth"],
-        num_heads=cfg["num_heads"],
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
         num_classes=0,
     ).eval()
     tv.load_state_dict(tensors, strict=True)
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
-        ours = m(x)[:, 0]
+        ours = m(x).pooled
         theirs = tv(x)
     assert torch.allclose(ours, theirs, atol=1e-5)
     # mimkit rebuilds the model from the export alone.
     model, cfg2, notes = load_pretrained(out)
-    assert cfg2["arch"] == "vit_nano" and any("masked_embed" in n for n in notes)
+    assert cfg2.arch == "vit_nano" and any("masked_embed" in n for n in notes)
     with torch.no_grad():
-        assert torch.allclose(model.eval()(x)[:, 0], ours, atol=1e-6)
+        assert torch.allclose(model.eval()(x).pooled, ours, atol=1e-6)
 
 
 def test_safetensors_without_metadata_infers_config(tmp_path):
@@ -173,7 +173,7 @@ def test_safetensors_without_metadata_infers_config(tmp_path):
     p = tmp_path / "raw.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(p))
     model, cfg, notes = load_pretrained(p)
-    assert cfg["arch"] == "vit_nano" and notes == []
+    assert cfg.arch == "vit_nano" and notes == []
     torch.save({k: v for k, v in m.state_dict().items()}, tmp_path / "w.pth")
     with pytest.raises(ConfigError, match="heads"):
         sd = {k: v for k, v in m.state_dict().items()}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mimkit.commands.evalargs import add_model_args
 from mimkit.errors import CheckpointError, OutputError
-from mimkit.evaluate.prepare import add_model_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,9 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="export a checkpoint's backbone to .safetensors (timm-compatible)",
         description=(
             "Write the backbone (teacher by default) as safetensors whose keys load with "
-            "strict=True into timm's VisionTransformer(img_size, patch_size, embed_dim, depth, "
-            "num_heads, num_classes=0). iBOT's masked_embed is dropped. The model config is "
-            "stored in the file's metadata."
+            "strict=True into the matching timm model (VisionTransformer, SwinTransformer, "
+            "or timm:NAME's own model), with num_classes=0. iBOT's masked_embed is dropped. "
+            "The backbone's description is stored in the file's metadata."
         ),
     )
     p.add_argument("checkpoint", help="mimkit checkpoint, DINO/iBOT file or state dict")
@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from mimkit.weights.io import export_backbone
+    # Imported here: torch and the models load only when a command runs, not for --help.
+    from mimkit.weights.io import export_backbone, timm_constructor
 
     out = Path(args.out).expanduser()
     if out.is_dir():
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(
             "export keeps the file's pos_embed; --interpolate-pos-embed does not apply"
         )
-    cfg = export_backbone(
+    spec = export_backbone(
         args.checkpoint,
         out,
         args.checkpoint_key,
@@ -51,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     print(
-        "timm: timm.models.vision_transformer.VisionTransformer("
-        f"img_size={cfg['img_size']}, patch_size={cfg['patch_size']}, "
-        f"embed_dim={cfg['embed_dim']}, depth={cfg['depth']}, num_heads={cfg['num_heads']}, "
-        f"num_classes=0).load_state_dict(safetensors.torch.load_file(...), strict=True)"
+        f"timm: {timm_constructor(spec)}"
+        ".load_state_dict(safetensors.torch.load_file(...), strict=True)"
     )
     return 0

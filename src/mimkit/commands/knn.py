@@ -6,14 +6,9 @@ import argparse
 import time
 
 from mimkit.commands.argtypes import positive_float, positive_int
+from mimkit.commands.evalargs import add_eval_args, output_path, prepare_from_args
 from mimkit.errors import ConfigError
-from mimkit.evaluate.prepare import (
-    add_eval_args,
-    check_output_writable,
-    output_path,
-    prepare_eval,
-    write_json,
-)
+from mimkit.results import check_output_writable, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_path(args, "knn.json")
     check_output_writable(out)
-    setup = prepare_eval(args)
+    setup = prepare_from_args(args)
     for note in setup.notes:
         print(f"note: {note}")
     t0 = time.perf_counter()
@@ -83,21 +78,13 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(results))
     payload = {
-        "checkpoint": str(setup.checkpoint.resolve()),
-        "checkpoint_key": args.checkpoint_key,
-        "model": setup.config,
-        "data": setup.data,
-        "train_split": setup.train_split,
-        "val_split": setup.val_split,
-        "subset": setup.subset,
-        "val_subset": setup.val_subset,
+        **setup.report(args.checkpoint_key),
         "num_train": int(train_f.shape[0]),
         "num_val": int(val_f.shape[0]),
         "features": args.features,
         "feature_dim": int(train_f.shape[1]),
         "temperature": args.temperature,
         "results": {str(k): v for k, v in results.items()},
-        "notes": setup.notes,
     }
     if args.fewshot:
         few = fewshot_knn(

@@ -6,14 +6,9 @@ import argparse
 import time
 
 from mimkit.commands.argtypes import positive_float, positive_int
+from mimkit.commands.evalargs import add_eval_args, output_path, prepare_from_args
 from mimkit.errors import ConfigError
-from mimkit.evaluate.prepare import (
-    add_eval_args,
-    check_output_writable,
-    output_path,
-    prepare_eval,
-    write_json,
-)
+from mimkit.results import check_output_writable, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_path(args, "linear.json")
     check_output_writable(out)
-    setup = prepare_eval(args)
+    setup = prepare_from_args(args)
     for note in setup.notes:
         print(f"note: {note}")
     mode = "last4+avgpool" if args.avgpool else "last4"
@@ -133,14 +128,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"final (epoch {result.final['epoch']}):       {_fmt(result.final)}")
     print(f"best  (epoch {result.best['epoch']}, optimistic: chosen on val): {_fmt(result.best)}")
     payload = {
-        "checkpoint": str(setup.checkpoint.resolve()),
-        "checkpoint_key": args.checkpoint_key,
-        "model": setup.config,
-        "data": setup.data,
-        "train_split": setup.train_split,
-        "val_split": setup.val_split,
-        "subset": setup.subset,
-        "val_subset": setup.val_subset,
+        **setup.report(args.checkpoint_key),
         "num_train": n_train,
         "num_val": int(val_f.shape[0]),
         "num_classes": n_classes,
@@ -150,7 +138,6 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         **result.as_dict(),
-        "notes": setup.notes,
         "seconds": round(time.perf_counter() - t0, 3),
         "device": str(setup.device),
     }

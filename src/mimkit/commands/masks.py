@@ -6,16 +6,26 @@ import argparse
 from pathlib import Path
 
 from mimkit.commands.argtypes import open_unit_float, positive_int
+from mimkit.commands.evalargs import add_model_args, model_source
 from mimkit.errors import ConfigError, output_error
-from mimkit.evaluate.prepare import add_model_args
 from mimkit.output_paths import writable_folder
 
 MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
+# Shown by default: every mode, and high with each score kind (those the backbone can give).
+DEFAULT_STRATEGIES: tuple[str, ...] = (
+    "high",
+    "low",
+    "hint",
+    "high@raw:0",
+    "high@log",
+    "high@power",
+    "high@rollout",
+    "random",
+    "block",
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from mimkit.viz.masks import DEFAULT_STRATEGIES
-
     p = subparsers.add_parser(
         "masks",
         help="pictures of the teacher's attention and of each strategy's masks",
@@ -30,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     m.add_argument(
         "--checkpoint", help="mimkit checkpoint, DINO/iBOT file, state dict, safetensors"
     )
-    add_model_args(m, arch_help=f"preset ViT size (random weights: the model of {MAIN_CONFIG})")
+    add_model_args(m, arch_help=f"backbone (random weights: the model of {MAIN_CONFIG})")
     src = p.add_argument_group("images").add_mutually_exclusive_group()
     src.add_argument("--images", nargs="+", metavar="FILE_OR_FOLDER", help="image files/folders")
     src.add_argument("--data", help="data spec to sample from (default: embedded)")
@@ -77,32 +87,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _device(name: str):
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"bad --device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but CUDA is not available")
-    return dev
-
-
-def _checkpoint_data_spec(path: Path) -> str | None:
-    """The data set a mimkit checkpoint was trained on, if the file says so."""
-    import torch
-
-    if path.suffix == ".safetensors":
-        return None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        spec = obj["config"]["data"]["dataset"]
-    except Exception:  # any other file: no data set recorded
-        return None
-    return spec if isinstance(spec, str) else None
-
-
 def _normalization(args: argparse.Namespace, checkpoint: Path | None):
     from mimkit.data import IMAGENET_MEAN, IMAGENET_STD, default_normalization
 
@@ -114,7 +98,10 @@ def _normalization(args: argparse.Namespace, checkpoint: Path | None):
         return default_normalization(args.data or "embedded")
     if checkpoint is None:
         return default_normalization("embedded")
-    spec = _checkpoint_data_spec(checkpoint)
+    from mimkit.weights import training_config
+
+    spec = (training_config(checkpoint) or {}).get("data", {}).get("dataset")
+    spec = spec if isinstance(spec, str) else None
     return default_normalization(spec) if spec else (IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -134,25 +121,19 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
             main = load_config(MAIN_CONFIG).model
             arch, size, patch = main.arch, size or main.img_size, patch or main.patch_size
         model = build_vit(arch, size, patch)
-        return model, f"random weights ({arch}, seed {args.seed})"
-    from mimkit.weights import load_pretrained
+        return model, arch, f"random weights ({arch}, seed {args.seed})"
+    from mimkit.weights import load_source
 
-    model, _, notes = load_pretrained(
-        checkpoint,
-        args.checkpoint_key,
-        arch=args.arch,
-        img_size=args.img_size,
-        patch_size=args.patch_size,
-        num_heads=args.num_heads,
-        interpolate_pos_embed=args.interpolate_pos_embed,
-    )
+    model, spec, notes = load_source(model_source(args, checkpoint))
     for note in notes:
         print(f"note: {note}")
-    return model, f"{checkpoint.name} [{args.checkpoint_key}]"
+    return model, spec.arch or "this ViT", f"{checkpoint.name} [{args.checkpoint_key}]"
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: torch and the models load only when a command runs, not for --help.
     from mimkit.data import eval_transform
+    from mimkit.devices import resolve_device
     from mimkit.viz.inputs import load_dataset_samples, load_image_files
     from mimkit.viz.masks import (
         compute_masks,
@@ -173,10 +154,13 @@ def run(args: argparse.Namespace) -> int:
         out_dir = checkpoint.parent / "masks"
     else:
         out_dir = Path("runs") / "masks"
-    device = _device(args.device)
-    model, source = _build_model(args, checkpoint)
+    device = resolve_device(args.device)
+    model, arch, source = _build_model(args, checkpoint)
     layers = resolve_layers(args.layers, model.depth)
-    strategies = resolve_strategies(args.strategies, model.depth)
+    texts = args.strategies or DEFAULT_STRATEGIES
+    strategies = resolve_strategies(
+        texts, model.depth, model.readouts, arch, defaults=args.strategies is None
+    )
     mean, std = _normalization(args, checkpoint)
     transform = eval_transform(model.img_size, mean, std)
     if args.images:
@@ -186,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             args.data or "embedded", args.split, args.num_images or 4, transform
         )
     images = inputs.images
-    in_chans = model.patch_embed.proj.in_channels
+    in_chans = model.in_chans
     if in_chans == 1:
         images = images.mean(dim=1, keepdim=True)
     elif in_chans != 3:

@@ -25,6 +25,7 @@ from mimkit.compare.launch import (
 )
 from mimkit.compare.spec import CompareConfig, EvalSettings, RunSpec, identity_hash
 from mimkit.errors import MimkitError
+from mimkit.train.checkpoint import LATEST, epoch_checkpoint
 
 EVAL_FILE = "eval.json"
 LAUNCHERS = ("inprocess", "torchrun")
@@ -77,7 +78,7 @@ def run_status(run: RunSpec, ev: EvalSettings) -> str:
     """``done``, ``partial`` (some training or evaluation on disk) or ``new``."""
     if is_complete(read_eval(run.out), run, ev):
         return "done"
-    if (run.out / "checkpoint.pth").is_file() or (run.out / EVAL_FILE).is_file():
+    if (run.out / LATEST).is_file() or (run.out / EVAL_FILE).is_file():
         return "partial"
     return "new"
 
@@ -88,7 +89,7 @@ def _training_finished(run: RunSpec) -> bool:
     middle of an epoch logs that epoch too.)"""
     import torch
 
-    path = run.out / "checkpoint.pth"
+    path = run.out / LATEST
     if not path.is_file():
         return False
     try:  # memory-mapped: the tensors are not read
@@ -136,11 +137,11 @@ def _eval_data(run: RunSpec) -> _EvalData:
 
 
 def checkpoint_for_epoch(run: RunSpec, epoch: int) -> Path | None:
-    kept = run.out / f"checkpoint_{epoch:04d}.pth"
+    kept = run.out / epoch_checkpoint(epoch)
     if kept.is_file():
         return kept
     if epoch == run.epochs and _training_finished(run):
-        return run.out / "checkpoint.pth"
+        return run.out / LATEST
     return None
 
 
@@ -148,25 +149,17 @@ def evaluate_checkpoint(
     run: RunSpec, ev: EvalSettings, path: Path, data: _EvalData, linear: bool
 ) -> dict[str, Any]:
     """k-NN (and the linear probe when ``linear``) of the checkpoint's teacher backbone."""
-    from mimkit.evaluate import cached_features, file_identity, knn_evaluate, train_linear
-    from mimkit.evaluate.prepare import CACHE_VERSION
+    from mimkit.evaluate import cached_features, knn_evaluate, train_linear
+    from mimkit.evaluate.features import feature_cache_key
     from mimkit.weights.io import load_pretrained
 
-    model, mcfg, _ = load_pretrained(path, "teacher")
+    model, spec, _ = load_pretrained(path, "teacher")
     model.to(data.device).eval()
 
     def features(split: str, mode: str):
         # The same cache key as ``mimkit knn``/``mimkit linear`` on this checkpoint.
-        key = {
-            "v": CACHE_VERSION,
-            "checkpoint": file_identity(path),
-            "checkpoint_key": "teacher",
-            "data": data.fingerprints[split],
-            "img_size": int(mcfg["img_size"]),
-            "patch_size": int(mcfg["patch_size"]),
-            "mean": list(data.mean),
-            "std": list(data.std),
-        }
+        fingerprint = data.fingerprints[split]
+        key = feature_cache_key(path, "teacher", fingerprint, spec, data.mean, data.std)
         f, labels, _ = cached_features(
             model,
             data.train if split == "train" else data.val,

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from mimkit.models.backbone import Backbone
+from mimkit.models.spec import BackboneSpec
 
 FEATURE_MODES = ("cls", "cls+avgpool", "last4", "last4+avgpool")
 
@@ -24,25 +28,23 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def features_from_images(backbone: nn.Module, images: Tensor, mode: str = "cls") -> Tensor:
+def features_from_images(backbone: Backbone, images: Tensor, mode: str = "cls") -> Tensor:
     """Features ``[B, D']`` of a batch of images for one of :data:`FEATURE_MODES`.
 
-    ``cls``: the final-norm CLS token. ``cls+avgpool``: with the mean patch token appended.
-    ``last4``: the CLS tokens of the last 4 blocks (each after the final norm; fewer when
-    the backbone is shallower), concatenated, DINO's linear-probe input; ``last4+avgpool``
-    appends the last block's mean patch token.
+    ``cls``: the backbone's final-norm pooled token (a ViT's CLS token). ``cls+avgpool``: with
+    the mean patch token appended. ``last4``: the pooled tokens of the last 4 blocks (each
+    after the final norm; fewer when the backbone has fewer), concatenated, DINO's
+    linear-probe input; ``last4+avgpool`` appends the last block's mean patch token.
     """
     check_mode(mode)
     if mode.startswith("last4"):
-        n = min(4, getattr(backbone, "depth", 4))
-        outs = backbone.get_intermediate_layers(images, n)
-        parts = [o[:, 0] for o in outs]
-        last = outs[-1]
+        outs = backbone.last_blocks(images, 4)
+        parts, last = [o.pooled for o in outs], outs[-1]
     else:
         last = backbone(images)
-        parts = [last[:, 0]]
+        parts = [last.pooled]
     if mode.endswith("+avgpool"):
-        parts.append(last[:, 1:].mean(dim=1))
+        parts.append(last.patches.mean(dim=1))
     return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
@@ -114,6 +116,31 @@ def file_identity(path: str | os.PathLike) -> str:
     p = Path(path).resolve()
     st = p.stat()
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+
+
+CACHE_VERSION = 1
+
+
+def feature_cache_key(
+    checkpoint: str | os.PathLike,
+    checkpoint_key: str,
+    data_fingerprint: str,
+    spec: BackboneSpec,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Any]:
+    """Everything a checkpoint's features depend on besides the mode: the one cache key of
+    ``mimkit knn``, ``mimkit linear`` and ``mimkit compare``."""
+    return {
+        "v": CACHE_VERSION,
+        "checkpoint": file_identity(checkpoint),
+        "checkpoint_key": checkpoint_key,
+        "data": data_fingerprint,
+        "img_size": spec.img_size,
+        "patch_size": spec.patch_size,
+        "mean": list(mean),
+        "std": list(std),
+    }
 
 
 def cache_key(parts: dict[str, Any]) -> str:

@@ -12,25 +12,19 @@ from torch import Tensor, nn
 
 from mimkit.errors import CheckpointError
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
-from mimkit.models import VisionTransformer, build_vit
-from mimkit.weights import (
-    build_backbone,
-    infer_vit_config,
-    load_backbone,
-    load_backbone_state,
-    resolve_config,
-)
+from mimkit.models import Backbone, BackboneSpec, backbone_spec
+from mimkit.weights import load_backbone, load_backbone_state, resolve_spec
 
 
 class Classifier(nn.Module):
-    """``backbone`` + ``nn.Linear`` on the final-norm CLS token.
+    """``backbone`` + ``nn.Linear`` on its final-norm pooled token (a ViT's CLS token).
 
     The classifier starts near zero (trunc-normal std 0.02 times ``init_scale``) so that the
     first steps do not send large gradients into the pretrained blocks. iBOT's mask token
     is not used here and is frozen.
     """
 
-    def __init__(self, backbone: VisionTransformer, num_classes: int, init_scale: float) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int, init_scale: float) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(backbone.embed_dim, num_classes)
@@ -41,7 +35,7 @@ class Classifier(nn.Module):
         backbone.masked_embed.requires_grad_(False)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.backbone(images)[:, 0])
+        return self.head(self.backbone(images).pooled)
 
 
 @dataclass
@@ -50,31 +44,28 @@ class InitWeights:
     file, the backbone state dict to load."""
 
     source: str
-    description: dict[str, Any]
+    spec: BackboneSpec
     state: dict[str, Tensor] | None
 
-
-def describe(backbone: VisionTransformer, arch: str | None) -> dict[str, Any]:
-    """The model description that checkpoints carry (what mimkit knn rebuilds it from)."""
-    desc = infer_vit_config(backbone.state_dict())
-    desc.update(arch=arch, num_heads=backbone.num_heads)
-    return desc
+    @property
+    def description(self) -> dict[str, Any]:
+        """The model description that checkpoints carry (what mimkit knn rebuilds it from)."""
+        return self.spec.to_dict()
 
 
 def read_init(cfg: FinetuneConfig) -> InitWeights:
     """Read the --init file (or take the random init's shape) without building the model."""
     m, init = cfg.model, cfg.run.init
     if init == RANDOM_INIT:
-        shape = describe(build_vit(m.arch, m.img_size, m.patch_size), m.arch)
-        return InitWeights(RANDOM_INIT, shape, None)
+        return InitWeights(RANDOM_INIT, backbone_spec(m.arch, m.img_size, m.patch_size), None)
     path = Path(str(init)).expanduser()
     if not path.is_file():
         raise CheckpointError(f"--init {init}: no such file (or give --init random)")
     state, file_cfg = load_backbone_state(path, cfg.run.init_key)
-    desc = resolve_config(
+    spec = resolve_spec(
         state, file_cfg, arch=m.arch, img_size=m.img_size, patch_size=m.patch_size
     )
-    return InitWeights(str(path.resolve()), desc, state)
+    return InitWeights(str(path.resolve()), spec, state)
 
 
 def build_classifier(
@@ -82,7 +73,7 @@ def build_classifier(
 ) -> tuple[Classifier, list[str]]:
     """The classifier with the --init weights loaded strictly; notes say what was adapted."""
     torch.manual_seed(cfg.run.seed)  # same random parts for the same seed
-    backbone = build_backbone(init.description, drop_path_rate=cfg.model.drop_path_rate)
+    backbone = init.spec.build(cfg.model.drop_path_rate)
     notes: list[str] = []
     if init.state is not None:
         # An explicit image size other than the file's resizes its position embedding.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mimkit.evaluate.prepare import write_json
+from mimkit.results import write_json
 
 if TYPE_CHECKING:
     from mimkit.finetune.trainer import Finetuner

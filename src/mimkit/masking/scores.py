@@ -1,4 +1,5 @@
-"""Per-patch scores from the teacher's attention (SPEC section 2).
+"""Per-patch scores from the teacher's CLS attention (docs/method.md, section "Masks").
+Attention rollout is accumulated by the backbone itself (``models/readout.py``).
 
 All functions are batched: ``[B, ...]`` in, ``[B, N]`` out, on whatever device the input is.
 """
@@ -6,7 +7,6 @@ All functions are batched: ``[B, ...]`` in, ``[B, N]`` out, on whatever device t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -39,36 +39,6 @@ def cls_attention_scores(cls_attn: Tensor, reduce: str = "mean", power: float = 
             raise ConfigError(f"power exponent must be > 0 and finite, got {power}")
         return a.clamp_min(0).pow(power).mean(dim=1)
     raise ConfigError(f"unknown reduction {reduce!r}: choose one of {', '.join(REDUCTIONS)}")
-
-
-def rollout_scores(attentions: Sequence[Tensor]) -> Tensor:
-    """Attention-rollout score ``R[:, 0, 1:]`` from per-layer maps ``[B, H, T, T]``.
-
-    ``attentions`` is in model order (first block first). With
-    ``M_l = rownorm(0.5 * mean_h A_l + 0.5 * I)`` (``readout.rollout_matrix``) and
-    ``R = M_last @ ... @ M_first``, only the CLS row of ``R`` is needed, so it is computed as
-    ``e_0^T M_last ... M_first``: one vector-matrix product per layer (``O(T^2)`` instead of
-    the ``O(T^3)`` of the full product), and ``M_l`` itself is never formed:
-    ``v @ M = 0.5 * (v / rowsum) @ mean_h A + 0.5 * (v / rowsum)``. Equal to
-    ``rollout_accumulate`` over the same layers up to float rounding (tested).
-    """
-    if len(attentions) == 0:
-        raise ValueError("rollout_scores needs at least one attention map")
-    row: Tensor | None = None
-    for attn in reversed(attentions):
-        if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
-            raise ValueError(f"attention maps must be [B, H, T, T], got {tuple(attn.shape)}")
-        heads = attn.shape[1]
-        summed = _work_dtype(attn).sum(dim=1)  # heads * mean_h A, [B, T, T]
-        if row is None:  # e_0
-            row = torch.zeros(summed.shape[:2], dtype=summed.dtype, device=summed.device)
-            row[:, 0] = 1
-        # Row sums of 0.5 * mean_h A + 0.5 * I: the normaliser of rollout_matrix.
-        rowsum = summed.sum(dim=-1).mul_(0.5 / heads).add_(0.5)
-        w = row / rowsum
-        row = (w.unsqueeze(1) @ summed).squeeze(1).mul_(0.5 / heads).add_(w, alpha=0.5)
-    assert row is not None
-    return row[:, 1:]
 
 
 def minmax_normalize(scores: Tensor) -> Tensor:

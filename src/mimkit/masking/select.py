@@ -1,4 +1,4 @@
-"""Turn per-patch scores into boolean masks: high / low / hint (SPEC section 2).
+"""Turn per-patch scores into boolean masks: high / low / hint (docs/method.md, section "Masks").
 
 Everything is vectorised over the batch: one partial sort (top-k) per row, and random sort
 keys for hint's uniform draw.

@@ -1,4 +1,5 @@
-"""Mask strategy strings ``MODE[@SCORE]`` and the score specs they name.
+"""Mask strategy strings ``MODE[@SCORE]``: every mode and every score kind is one record in
+one table (:data:`MODES`, :data:`SCORE_KINDS`), so a new strategy is one entry here.
 
 Examples: ``random``, ``block``, ``high`` (= ``high@raw:-1``, AttMask-High), ``high@raw:11``,
 ``hint@rollout:8-11``, ``low@power:-1:0.5``, ``high@log:4``, ``high@multi:4+8+11``.
@@ -12,30 +13,29 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from mimkit.errors import ConfigError
+from mimkit.masking.random_block import block_mask, random_mask
 from mimkit.masking.scores import cls_attention_scores, minmax_normalize
+from mimkit.masking.select import as_ratio, mask_from_ranks, rank_mask
+from mimkit.models.backbone import CLS_ROWS, ROLLOUT, resolve_layer
 from mimkit.models.readout import Readout, ReadoutRequest
 
-MODES = ("random", "block", "high", "low", "hint")
-ATTENTION_MODES = ("high", "low", "hint")
-SCORE_KINDS = ("raw", "log", "power", "rollout", "multi")
 DEFAULT_SCORE = "raw:-1"
 DEFAULT_POWER = 0.5
 
 _INT = re.compile(r"^-?\d+$")
 _RANGE = re.compile(r"^(-?\d+)-(-?\d+)$")
-_REDUCE = {"raw": "mean", "log": "log", "power": "power"}
 
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    """A per-patch score: ``kind`` in raw/log/power/rollout/multi and the layers it reads.
+    """A per-patch score: ``kind`` (a key of :data:`SCORE_KINDS`) and the layers it reads.
 
     ``layers`` is ``(l,)`` for raw/log/power, ``(first, last)`` (inclusive) for rollout and
     ``(l1, l2, ...)`` for multi. ``power`` is the exponent of the ``power`` score.
@@ -45,41 +45,37 @@ class ScoreSpec:
     layers: tuple[int, ...]
     power: float = DEFAULT_POWER
 
+    @property
+    def record(self) -> ScoreKind:
+        return SCORE_KINDS[self.kind]
+
     def __str__(self) -> str:
-        if self.kind == "rollout":
-            return f"rollout:{self.layers[0]}-{self.layers[1]}"
-        if self.kind == "multi":
-            return "multi:" + "+".join(str(l) for l in self.layers)
-        if self.kind == "power":
-            return f"power:{self.layers[0]}:{self.power:g}"
-        return f"{self.kind}:{self.layers[0]}"
+        return self.record.describe(self)
 
     @property
     def resolved(self) -> bool:
         return all(l >= 0 for l in self.layers)
 
+    @property
+    def needs(self) -> str:
+        """The backbone read-out the score is computed from (``CLS_ROWS`` or ``ROLLOUT``)."""
+        return self.record.readout
+
     def resolve(self, depth: int, where: str | None = None) -> ScoreSpec:
         """Map negative layers to ``0..depth-1``; raise ConfigError naming a bad layer or range."""
         where = where if where is not None else str(self)
-        out = []
-        for layer in self.layers:
-            idx = layer + depth if layer < 0 else layer
-            if not 0 <= idx < depth:
-                raise ConfigError(
-                    f"layer {layer} is out of range for a ViT of depth {depth} in {where!r}"
-                )
-            out.append(idx)
-        if self.kind == "rollout" and out[0] > out[1]:
+        out = tuple(resolve_layer(layer, depth, where) for layer in self.layers)
+        if self.record.ranged and out[0] > out[1]:
             raise ConfigError(
                 f"rollout range {self.layers[0]}-{self.layers[1]} runs backwards "
                 f"(block {out[0]} after block {out[1]}) in {where!r}"
             )
-        return replace(self, layers=tuple(out))
+        return replace(self, layers=out)
 
     def readout_request(self, depth: int) -> ReadoutRequest:
         """What the teacher's forward pass must report for this score."""
         spec = self.resolve(depth)
-        if spec.kind == "rollout":
+        if spec.record.ranged:
             return ReadoutRequest(rollout_ranges=frozenset({(spec.layers[0], spec.layers[1])}))
         return ReadoutRequest(cls_layers=frozenset(spec.layers))
 
@@ -87,20 +83,171 @@ class ScoreSpec:
         """The score ``[B, N]`` from a readout (layers must be resolved: see ``resolve``)."""
         if not self.resolved:
             raise ValueError(f"score {self} has negative layers: call resolve(depth) first")
-        if self.kind == "rollout":
-            key = (self.layers[0], self.layers[1])
-            if key not in readout.rollout:
-                raise ValueError(f"the readout has no rollout for blocks {key} (score {self})")
-            return readout.rollout[key][:, 0, 1:]
-        maps = []
-        for layer in self.layers:
-            if layer not in readout.cls_attn:
-                raise ValueError(f"the readout has no CLS attention of block {layer} ({self})")
-            maps.append(readout.cls_attn[layer])
-        if self.kind == "multi":
-            per_layer = [minmax_normalize(cls_attention_scores(a, "mean")) for a in maps]
-            return torch.stack(per_layer).mean(dim=0)
-        return cls_attention_scores(maps[0], _REDUCE[self.kind], self.power)
+        return self.record.compute(self, readout)
+
+
+# -- score kinds --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreKind:
+    readout: str  # the read-out it needs: CLS_ROWS or ROLLOUT
+    parse: Callable[[list[str], str], ScoreSpec]  # arguments after "KIND:", where -> spec
+    describe: Callable[[ScoreSpec], str]
+    compute: Callable[[ScoreSpec, Readout], Tensor]  # resolved spec, readout -> [B, N]
+    ranged: bool = False  # layers are an inclusive (first, last) range of blocks
+
+
+def _layer(token: str, where: str) -> int:
+    if not _INT.match(token):
+        raise ConfigError(f"bad layer {token!r} in {where!r}: expected an integer")
+    return int(token)
+
+
+def _cls_maps(spec: ScoreSpec, readout: Readout) -> list[Tensor]:
+    for layer in spec.layers:
+        if layer not in readout.cls_attn:
+            raise ValueError(f"the readout has no CLS attention of block {layer} ({spec})")
+    return [readout.cls_attn[layer] for layer in spec.layers]
+
+
+def _one_layer(kind: str, reduce: str) -> ScoreKind:
+    """raw / log: one block's CLS attention reduced over heads."""
+
+    def parse(args: list[str], where: str) -> ScoreSpec:
+        if len(args) > 1:
+            raise ConfigError(f"score {kind!r} takes one layer ({kind}[:LAYER]) in {where!r}")
+        return ScoreSpec(kind, (_layer(args[0], where) if args else -1,))
+
+    return ScoreKind(
+        CLS_ROWS,
+        parse,
+        lambda s: f"{kind}:{s.layers[0]}",
+        lambda s, ro: cls_attention_scores(_cls_maps(s, ro)[0], reduce),
+    )
+
+
+def _parse_power(args: list[str], where: str) -> ScoreSpec:
+    if len(args) > 2:
+        raise ConfigError(f"score 'power' is power[:LAYER[:P]] in {where!r}")
+    layer = _layer(args[0], where) if args else -1
+    power = DEFAULT_POWER
+    if len(args) == 2:
+        try:
+            power = float(args[1])
+        except ValueError:
+            power = math.nan
+        if not (power > 0 and math.isfinite(power)):
+            raise ConfigError(
+                f"bad exponent {args[1]!r} in {where!r}: expected a finite number > 0"
+            )
+    return ScoreSpec("power", (layer,), power)
+
+
+def _parse_rollout(args: list[str], where: str) -> ScoreSpec:
+    if len(args) > 1:
+        raise ConfigError(f"score 'rollout' is rollout[:FIRST-LAST] in {where!r}")
+    if not args:
+        return ScoreSpec("rollout", (0, -1))
+    m = _RANGE.match(args[0])
+    if not m:
+        raise ConfigError(
+            f"bad rollout range {args[0]!r} in {where!r}: expected FIRST-LAST, e.g. 8-11"
+        )
+    first, last = int(m.group(1)), int(m.group(2))
+    if (first >= 0) == (last >= 0) and first > last:
+        raise ConfigError(f"rollout range {args[0]} runs backwards (first > last) in {where!r}")
+    return ScoreSpec("rollout", (first, last))
+
+
+def _rollout(spec: ScoreSpec, readout: Readout) -> Tensor:
+    key = (spec.layers[0], spec.layers[1])
+    if key not in readout.rollout:
+        raise ValueError(f"the readout has no rollout for blocks {key} (score {spec})")
+    return readout.rollout[key]
+
+
+def _parse_multi(args: list[str], where: str) -> ScoreSpec:
+    if len(args) != 1 or not args[0]:
+        raise ConfigError(f"score 'multi' needs layers, multi:L1+L2+..., in {where!r}")
+    return ScoreSpec("multi", tuple(_layer(t.strip(), where) for t in args[0].split("+")))
+
+
+def _multi(spec: ScoreSpec, readout: Readout) -> Tensor:
+    per_layer = [
+        minmax_normalize(cls_attention_scores(a, "mean")) for a in _cls_maps(spec, readout)
+    ]
+    return torch.stack(per_layer).mean(dim=0)
+
+
+SCORE_KINDS: dict[str, ScoreKind] = {
+    "raw": _one_layer("raw", "mean"),
+    "log": _one_layer("log", "log"),
+    "power": ScoreKind(
+        CLS_ROWS,
+        _parse_power,
+        lambda s: f"power:{s.layers[0]}:{s.power:g}",
+        lambda s, ro: cls_attention_scores(_cls_maps(s, ro)[0], "power", s.power),
+    ),
+    "rollout": ScoreKind(
+        ROLLOUT, _parse_rollout, lambda s: f"rollout:{s.layers[0]}-{s.layers[1]}", _rollout, True
+    ),
+    "multi": ScoreKind(
+        CLS_ROWS, _parse_multi, lambda s: "multi:" + "+".join(map(str, s.layers)), _multi
+    ),
+}
+
+
+# -- modes --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Draw:
+    """Everything one crop's plan is drawn from: no scores, so that it can be drawn ahead of
+    the teacher (in the loader workers during training, see :mod:`mimkit.masking.plan`)."""
+
+    batch: int
+    grid: int
+    ratio: Tensor  # [B] float64, on ``device``
+    generator: torch.Generator | None
+    device: torch.device
+    show_max: float = 0.1  # hint: the top fraction it reveals from
+    reveal_ratio: float | Tensor | None = None  # hint: AttMask's independent reveal ratio
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How one crop's mask is drawn. ``plan(Draw) -> [B, N]`` bool makes every random draw:
+    the finished mask, or for ``scored`` modes the masked score *ranks*
+    (:func:`~mimkit.masking.select.rank_mask`), which the teacher's scores then put on the
+    patches (:func:`~mimkit.masking.select.mask_from_ranks`)."""
+
+    scored: bool
+    plan: Callable[[Draw], Tensor]
+
+
+def _ranks(mode: str) -> Mode:
+    def plan(d: Draw) -> Tensor:
+        return rank_mask(
+            d.ratio, d.batch, d.grid * d.grid, mode, show_max=d.show_max,
+            generator=d.generator, reveal_ratio=d.reveal_ratio,
+        )  # fmt: skip
+
+    return Mode(True, plan)
+
+
+def _random(d: Draw) -> Tensor:
+    return random_mask(d.batch, d.grid * d.grid, d.ratio, d.generator, d.device)
+
+
+def _block(d: Draw) -> Tensor:
+    return block_mask(d.batch, d.grid, d.ratio, d.generator, d.device).reshape(d.batch, -1)
+
+
+MODES: dict[str, Mode] = {
+    "random": Mode(False, _random),
+    "block": Mode(False, _block),
+    "high": _ranks("high"),
+    "low": _ranks("low"),
+    "hint": _ranks("hint"),
+}
+ATTENTION_MODES = tuple(name for name, mode in MODES.items() if mode.scored)
 
 
 @dataclass(frozen=True)
@@ -113,7 +260,12 @@ class MaskStrategy:
 
     @property
     def attention_guided(self) -> bool:
-        return self.mode in ATTENTION_MODES
+        return MODES[self.mode].scored
+
+    @property
+    def label(self) -> str:
+        """``high@raw:5``-style text (layers as they are; ``random`` / ``block`` alone)."""
+        return self.mode if self.score is None else f"{self.mode}@{self.score}"
 
     def resolve(self, depth: int) -> MaskStrategy:
         if self.score is None:
@@ -121,12 +273,90 @@ class MaskStrategy:
         return replace(self, score=self.score.resolve(depth, self.text))
 
 
-def _layer(token: str, where: str) -> int:
-    if not _INT.match(token):
-        raise ConfigError(f"bad layer {token!r} in {where!r}: expected an integer")
-    return int(token)
+def plan_crop(
+    strategy: MaskStrategy,
+    batch: int,
+    grid: int,
+    ratio: float | Tensor,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    show_max: float = 0.1,
+    reveal_ratio: float | Tensor | None = None,
+) -> Tensor:
+    """One crop's ``[B, N]`` plan on ``device``: every random draw of its mask, nothing that
+    needs the teacher (see :class:`Mode`)."""
+    device = torch.device(device)
+    r = as_ratio(ratio, batch, device)
+    return MODES[strategy.mode].plan(Draw(batch, grid, r, generator, device, show_max, reveal_ratio))
 
 
+def finish_crop(
+    strategy: MaskStrategy,
+    planned: Tensor,
+    readout: Readout | None,
+    grid: int,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """One crop's ``[B, G, G]`` bool mask (True = replaced by the mask token) on ``device``
+    from its plan and, for scored modes, the readout of that crop's images only. No random
+    draw happens here."""
+    batch = planned.shape[0]
+    device = torch.device(device) if device is not None else planned.device
+    if not MODES[strategy.mode].scored:
+        m = planned.to(device, non_blocking=True)
+    elif not bool(planned.any()):  # nothing masked (all skipped): no ranking, no readout
+        m = torch.zeros(batch, grid * grid, dtype=torch.bool, device=device)
+    else:
+        if readout is None or strategy.score is None:
+            raise ValueError(f"mask strategy {strategy.text!r} needs the teacher's readout")
+        scores = strategy.score.compute(readout)
+        if scores.shape != (batch, grid * grid):
+            raise ValueError(
+                f"scores of shape {tuple(scores.shape)} do not match a batch of {batch} "
+                f"on a {grid}x{grid} grid"
+            )
+        m = mask_from_ranks(scores, planned, strategy.mode).to(device)
+    return m.reshape(batch, grid, grid)
+
+
+def mask_crop(
+    strategy: MaskStrategy,
+    readout: Readout | None,
+    batch: int,
+    grid: int,
+    ratio: float | Tensor,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    show_max: float = 0.1,
+    reveal_ratio: float | Tensor | None = None,
+) -> Tensor:
+    """One crop's ``[B, G, G]`` bool mask in one go: :func:`plan_crop` on ``device``, then
+    :func:`finish_crop`. Training does the same in two places: the plan in the loader
+    workers, the rest after the teacher's forward pass (:class:`mimkit.masking.MaskGenerator`)."""
+    planned = plan_crop(strategy, batch, grid, ratio, generator, device, show_max, reveal_ratio)
+    return finish_crop(strategy, planned, readout, grid, device)
+
+
+def readout_request(
+    scores: Iterable[ScoreSpec | None], depth: int, base: ReadoutRequest | None = None
+) -> ReadoutRequest:
+    """What the teacher must report for these scores (None: a data-independent strategy)."""
+    requests = [s.readout_request(depth) for s in scores if s is not None]
+    return ReadoutRequest.union([base or ReadoutRequest(), *requests])
+
+
+def check_supported(scores: Iterable[ScoreSpec | None], readouts: frozenset[str], arch: str):
+    """ConfigError when a score needs a read-out the backbone ``arch`` cannot give."""
+    for spec in scores:
+        if spec is not None and spec.needs not in readouts:
+            what = "CLS attention" if spec.needs == CLS_ROWS else "attention rollout"
+            raise ConfigError(
+                f"score {spec} needs the backbone's {what}, which {arch} cannot report "
+                "(use random or block masks with it)"
+            )
+
+
+# -- parsing ------------------------------------------------------------------------------
 def _parse_score(text: str, where: str) -> ScoreSpec:
     parts = text.split(":")
     kind, args = parts[0].strip().lower(), [p.strip() for p in parts[1:]]
@@ -134,44 +364,7 @@ def _parse_score(text: str, where: str) -> ScoreSpec:
         raise ConfigError(
             f"unknown score {kind!r} in {where!r}: choose one of {', '.join(SCORE_KINDS)}"
         )
-    if kind in ("raw", "log"):
-        if len(args) > 1:
-            raise ConfigError(f"score {kind!r} takes one layer ({kind}[:LAYER]) in {where!r}")
-        return ScoreSpec(kind, (_layer(args[0], where) if args else -1,))
-    if kind == "power":
-        if len(args) > 2:
-            raise ConfigError(f"score 'power' is power[:LAYER[:P]] in {where!r}")
-        layer = _layer(args[0], where) if args else -1
-        power = DEFAULT_POWER
-        if len(args) == 2:
-            try:
-                power = float(args[1])
-            except ValueError:
-                power = math.nan
-            if not (power > 0 and math.isfinite(power)):
-                raise ConfigError(
-                    f"bad exponent {args[1]!r} in {where!r}: expected a finite number > 0"
-                )
-        return ScoreSpec("power", (layer,), power)
-    if kind == "rollout":
-        if len(args) > 1:
-            raise ConfigError(f"score 'rollout' is rollout[:FIRST-LAST] in {where!r}")
-        if not args:
-            return ScoreSpec("rollout", (0, -1))
-        m = _RANGE.match(args[0])
-        if not m:
-            raise ConfigError(
-                f"bad rollout range {args[0]!r} in {where!r}: expected FIRST-LAST, e.g. 8-11"
-            )
-        first, last = int(m.group(1)), int(m.group(2))
-        if (first >= 0) == (last >= 0) and first > last:
-            raise ConfigError(f"rollout range {args[0]} runs backwards (first > last) in {where!r}")
-        return ScoreSpec("rollout", (first, last))
-    # multi
-    if len(args) != 1 or not args[0]:
-        raise ConfigError(f"score 'multi' needs layers, multi:L1+L2+..., in {where!r}")
-    layers = tuple(_layer(t.strip(), where) for t in args[0].split("+"))
-    return ScoreSpec("multi", layers)
+    return SCORE_KINDS[kind].parse(args, where)
 
 
 def parse_score(text: str, depth: int | None = None) -> ScoreSpec:
@@ -193,7 +386,7 @@ def parse_strategy(text: str, depth: int | None = None) -> MaskStrategy:
         raise ConfigError(
             f"unknown mask mode {mode!r} in {text!r}: choose one of {', '.join(MODES)}"
         )
-    if mode not in ATTENTION_MODES:
+    if not MODES[mode].scored:
         if sep:
             raise ConfigError(f"mask mode {mode!r} takes no @SCORE, got {text!r}")
         return MaskStrategy(mode, None, clean)

@@ -29,12 +29,12 @@ def _prototypes(bottleneck_dim: int, out_dim: int, norm_last_layer: bool) -> nn.
 
 
 class IBOTHead(nn.Module):
-    """Maps CLS and patch tokens to prototype logits.
+    """Maps a backbone's pooled token and patch tokens to prototype logits.
 
-    ``forward`` returns ``(cls_logits [B, K], patch_logits [B, N, K2])``. With ``shared_head``
-    the patch tokens go through the same MLP and prototypes as the CLS token (iBOT's default);
-    otherwise a separate last layer of ``patch_out_dim`` prototypes is used. ``embed`` exposes
-    the L2-normalised bottleneck, used by the dense contrastive loss.
+    Both go through the same MLP to an L2-normalised bottleneck (``embed``, which the dense
+    contrastive loss reads). The pooled token then meets the ``out_dim`` prototypes
+    (``last_layer``); the patch tokens meet the same prototypes with ``shared_head`` (iBOT's
+    default), else a separate last layer of ``patch_out_dim`` prototypes (``patch_layer``).
     """
 
     def __init__(
@@ -64,9 +64,6 @@ class IBOTHead(nn.Module):
         """The patch prototypes: the CLS ones when shared."""
         return self.last_layer if self.last_layer2 is None else self.last_layer2
 
-    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.embed(tokens)
-        return self.last_layer(z[:, 0]), self.patch_layer(z[:, 1:])
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         layers = [self.last_layer] + ([self.last_layer2] if self.last_layer2 is not None else [])

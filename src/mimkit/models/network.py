@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from mimkit.models.backbone import Backbone
 from mimkit.models.head import IBOTHead
 from mimkit.models.readout import Readout, ReadoutRequest
-from mimkit.models.vit import VisionTransformer
 
 
 @dataclass
@@ -23,7 +23,7 @@ class StudentOutput:
     cls_logits: Tensor  # [V*B, K]: the global crops first, then the local crops
     patch_logits: Tensor  # [M, K2]: the rows ``patch_rows`` of the global crops' patches
     patch_embed: Tensor  # [E, bottleneck], L2-normalised: the rows ``embed_rows``
-    global_cls: Tensor  # [G*B, D]: the global crops' CLS tokens out of the backbone
+    global_cls: Tensor  # [G*B, D]: the global crops' pooled tokens (a ViT's CLS token)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TeacherOutput:
 
 
 class IBOTNetwork(nn.Module):
-    def __init__(self, backbone: VisionTransformer, head: IBOTHead) -> None:
+    def __init__(self, backbone: Backbone, head: IBOTHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -54,29 +54,32 @@ class IBOTNetwork(nn.Module):
         whose prototype logits / bottleneck embeddings are wanted; no other patch goes
         through the head.
         """
-        tokens = self.backbone.forward_features(global_views, masks)[0]
-        cls = [tokens[:, 0]]
-        if local_views is not None:  # local crops: only their CLS token is ever used
-            cls.append(self.backbone.forward_features(local_views)[0][:, 0])
+        f = self.backbone.forward_features(global_views, masks)
+        cls = [f.pooled]
+        if local_views is not None:  # local crops: only their pooled token is ever used
+            cls.append(self.backbone.forward_features(local_views).pooled)
         rows = patch_rows if embed_rows is None else torch.cat([patch_rows, embed_rows])
-        picked = tokens[:, 1:].flatten(0, 1).index_select(0, rows)
+        picked = f.patches.flatten(0, 1).index_select(0, rows)
         z = self.head.embed(torch.cat([*cls, picked]))  # one MLP pass over every needed token
         n_cls, m = sum(c.shape[0] for c in cls), patch_rows.shape[0]
         return StudentOutput(
             self.head.last_layer(z[:n_cls]),
             self.head.patch_layer(z[n_cls : n_cls + m]),
             z[n_cls + m :],
-            tokens[:, 0],
+            f.pooled,
         )
 
     @torch.no_grad()
     def encode(self, images: Tensor, request: ReadoutRequest | None = None) -> TeacherOutput:
         """The teacher on the unmasked global crops: CLS logits, every patch's embedding, the
         mean patch logits and the attention ``request`` asked for."""
-        tokens, readout = self.backbone.forward_features(images, None, request)
-        z = self.head.embed(tokens)
+        f = self.backbone.forward_features(images, None, request)
+        z_cls, z = self.head.embed(f.pooled), self.head.embed(f.patches)
         # mean_j (W z_j) = W mean_j z_j: the prototype layer has no bias.
-        mean_logits = self.head.patch_layer(z[:, 1:].float().mean(dim=1))
+        mean_logits = self.head.patch_layer(z.float().mean(dim=1))
         return TeacherOutput(
-            self.head.last_layer(z[:, 0]), z[:, 1:].flatten(0, 1), mean_logits, readout
+            self.head.last_layer(z_cls), z.flatten(0, 1), mean_logits, f.readout
         )
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}

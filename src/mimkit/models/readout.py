@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -21,10 +22,6 @@ class ReadoutRequest:
 
     cls_layers: frozenset[int] = frozenset()
     rollout_ranges: frozenset[tuple[int, int]] = frozenset()  # inclusive (first, last)
-
-    @property
-    def empty(self) -> bool:
-        return not self.cls_layers and not self.rollout_ranges
 
     def full_attention_layers(self) -> frozenset[int]:
         return frozenset(l for a, b in self.rollout_ranges for l in range(a, b + 1))
@@ -45,14 +42,78 @@ class ReadoutRequest:
 
 @dataclass
 class Readout:
-    """Attention reported by a forward pass.
+    """Attention reported by a forward pass, on patches only (prefix tokens dropped).
 
-    ``cls_attn[l]`` is layer l's CLS-to-patch attention, ``[B, H, N]`` (CLS column dropped).
-    ``rollout[(i, j)]`` is ``M_j @ ... @ M_i`` over that inclusive range, ``[B, T, T]``.
+    ``cls_attn[l]``: block l's CLS-to-patch attention, ``[B, H, N]``.
+    ``rollout[(i, j)]``: the CLS row of ``M_j @ ... @ M_i`` over that inclusive range of
+    blocks (see :func:`rollout_matrix`), patch columns, ``[B, N]``.
     """
 
     cls_attn: dict[int, Tensor] = field(default_factory=dict)
     rollout: dict[tuple[int, int], Tensor] = field(default_factory=dict)
+
+    def rows(self, rows: slice) -> Readout:
+        """The same read-outs for a slice of the batch (e.g. one crop's images)."""
+        return Readout(
+            cls_attn={k: v[rows] for k, v in self.cls_attn.items()},
+            rollout={k: v[rows] for k, v in self.rollout.items()},
+        )
+
+
+class ReadoutRecorder:
+    """Fills a :class:`Readout` block by block during a forward pass of a backbone whose
+    first ``prefix`` tokens are not patches (token 0 being the CLS token)."""
+
+    def __init__(self, request: ReadoutRequest | None, prefix: int = 1) -> None:
+        self.request = request or ReadoutRequest()
+        self.prefix = prefix
+        self.full_layers = self.request.full_attention_layers()
+        self.readout = Readout()
+        self._running: dict[tuple[int, int], Tensor] = {}
+
+    def wants(self, block: int) -> tuple[bool, bool]:
+        """(CLS row, full head-mean map) wanted of block ``block``."""
+        return block in self.request.cls_layers, block in self.full_layers
+
+    def record(self, block: int, cls_row: Tensor | None, head_mean: Tensor | None) -> None:
+        """``cls_row``: ``[B, H, T]`` (all keys); ``head_mean``: ``[B, T, T]``."""
+        if cls_row is not None:
+            self.readout.cls_attn[block] = cls_row[..., self.prefix :]
+        if head_mean is None:
+            return
+        for first, last in self.request.rollout_ranges:
+            if first <= block <= last:
+                key = (first, last)
+                running = rollout_accumulate(self._running.get(key), head_mean)
+                if block == last:  # only the CLS row of a finished product is kept
+                    self.readout.rollout[key] = running[:, 0, self.prefix :]
+                    self._running.pop(key, None)
+                else:
+                    self._running[key] = running
+
+
+def attention_with_readout(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, want_cls: bool, want_full: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Softmax attention ``[B, H, T, hd]`` and what a read-out asks of it.
+
+    Returns ``(output, CLS row [B, H, T] or None, head-mean map [B, T, T] or None)``. Without
+    a read-out this is PyTorch's fused attention, whose scale is ``hd ** -0.5`` as ``scale``
+    must be. A full map is paid for anyway when wanted, so the output reuses it; a CLS row
+    alone costs one query, about 1/T of the attention.
+    """
+    cls_row = full = None
+    if want_full:
+        attn = ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = attn @ v
+        full = attn.mean(dim=1)
+        if want_cls:
+            cls_row = attn[:, :, 0]
+    else:
+        out = F.scaled_dot_product_attention(q, k, v)
+        if want_cls:
+            cls_row = ((q[:, :, :1] * scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
+    return out, cls_row, full
 
 
 def rollout_matrix(head_mean_attn: Tensor) -> Tensor:

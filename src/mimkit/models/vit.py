@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from mimkit.models.readout import Readout, ReadoutRequest, rollout_accumulate
+from mimkit.models.backbone import CLS_ROWS, ROLLOUT, Backbone, Features
+from mimkit.models.readout import (
+    Readout,
+    ReadoutRecorder,
+    ReadoutRequest,
+    attention_with_readout,
+)
 
 
 class PatchEmbed(nn.Module):
@@ -45,24 +51,11 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, want_cls: bool = False, want_full: bool = False
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Return (output, CLS row [B,H,N] or None, head-mean attention [B,T,T] or None)."""
+        """Return (output, CLS row [B,H,T] or None, head-mean attention [B,T,T] or None)."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads).unbind(2)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # [B, H, T, hd]
-        cls_row = full = None
-        if want_full:
-            # The layer pays for its full map anyway, so reuse it for the output too.
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            out = attn @ v
-            full = attn.mean(dim=1)
-            if want_cls:
-                cls_row = attn[:, :, 0, 1:]
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
-            if want_cls:
-                # Only the CLS query: about 1/T of the attention cost.
-                logits = (q[:, :, :1] * self.scale) @ k.transpose(-2, -1)
-                cls_row = logits.softmax(dim=-1)[:, :, 0, 1:]
+        out, cls_row, full = attention_with_readout(q, k, v, self.scale, want_cls, want_full)
         out = out.transpose(1, 2).reshape(b, t, d)
         return self.proj(out), cls_row, full
 
@@ -98,7 +91,12 @@ class Block(nn.Module):
         return x, cls_row, full
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Backbone):
+    """A ViT with a CLS token: ``pooled`` is the final-norm CLS token, ``patches`` the other
+    tokens; it reports CLS rows and rollout on the blocks a request names, and only there."""
+
+    readouts = frozenset({CLS_ROWS, ROLLOUT})
+
     def __init__(
         self,
         img_size: int = 224,
@@ -115,6 +113,7 @@ class VisionTransformer(nn.Module):
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}")
         self.img_size = img_size
+        self.in_chans = in_chans
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth
@@ -137,29 +136,12 @@ class VisionTransformer(nn.Module):
     def grid_size(self, img_size: int | None = None) -> int:
         return (img_size or self.img_size) // self.patch_size
 
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size() ** 2
-
-    def resolve_layer(self, layer: int) -> int:
-        """Map a possibly negative block index to 0..depth-1, or raise naming the bad index."""
-        idx = layer + self.depth if layer < 0 else layer
-        if not 0 <= idx < self.depth:
-            raise ValueError(f"layer {layer} is out of range for a ViT of depth {self.depth}")
-        return idx
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_embed", "masked_embed"}
 
     # -- forward ------------------------------------------------------------------------
     def interpolate_pos_embed(self, gh: int, gw: int) -> Tensor:
-        pos = self.pos_embed
-        n = pos.shape[1] - 1
-        g0 = int(math.isqrt(n))
-        if gh == g0 and gw == g0:
-            return pos
-        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
-        patch_pos = patch_pos.reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, size=(gh, gw), mode="bicubic", align_corners=False)
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
-        return torch.cat([cls_pos, patch_pos], dim=1)
+        return resize_pos_embed(self.pos_embed, gh, gw)
 
     def prepare_tokens(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, _, h, w = x.shape
@@ -178,29 +160,22 @@ class VisionTransformer(nn.Module):
 
     def forward_features(
         self, x: Tensor, mask: Tensor | None = None, request: ReadoutRequest | None = None
-    ) -> tuple[Tensor, Readout]:
-        """Normed tokens ``[B, 1+N, D]`` and the attention ``request`` asked for."""
-        request = request or ReadoutRequest()
-        full_layers = request.full_attention_layers()
-        readout = Readout()
+    ) -> Features:
+        recorder = ReadoutRecorder(request)
         x = self.prepare_tokens(x, mask)
         for i, blk in enumerate(self.blocks):
-            want_cls, want_full = i in request.cls_layers, i in full_layers
+            want_cls, want_full = recorder.wants(i)
             x, cls_row, full = blk(x, want_cls, want_full)
-            if cls_row is not None:
-                readout.cls_attn[i] = cls_row
-            if full is not None:
-                for first, last in request.rollout_ranges:
-                    if first <= i <= last:
-                        key = (first, last)
-                        readout.rollout[key] = rollout_accumulate(readout.rollout.get(key), full)
-        return self.norm(x), readout
+            recorder.record(i, cls_row, full)
+        x = self.norm(x)
+        return Features(x[:, 0], x[:, 1:], recorder.readout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.forward_features(x, mask)[0]
+    def last_blocks(self, x: Tensor, n: int) -> list[Features]:
+        return [Features(t[:, 0], t[:, 1:], Readout()) for t in self.get_intermediate_layers(x, n)]
 
     def get_intermediate_layers(self, x: Tensor, n: int = 1) -> list[Tensor]:
-        """Outputs of the last ``n`` blocks, each after the final norm (DINO's convention)."""
+        """Tokens ``[B, 1+N, D]`` of the last ``n`` blocks, each after the final norm (DINO's
+        convention)."""
         x = self.prepare_tokens(x)
         outs = []
         for i, blk in enumerate(self.blocks):
@@ -208,6 +183,20 @@ class VisionTransformer(nn.Module):
             if i >= self.depth - n:
                 outs.append(self.norm(x))
         return outs
+
+
+def resize_pos_embed(pos: Tensor, gh: int, gw: int, prefix: int = 1) -> Tensor:
+    """A square grid's position embedding ``[1, prefix + G*G, D]`` resized (bicubic) to a
+    ``gh x gw`` grid; the ``prefix`` (CLS) positions are kept as they are."""
+    n = pos.shape[1] - prefix
+    g0 = int(math.isqrt(n))
+    if gh == g0 and gw == g0:
+        return pos
+    head, grid = pos[:, :prefix], pos[:, prefix:]
+    grid = grid.reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1).to(pos.dtype)
+    return torch.cat([head, grid], dim=1)
 
 
 def _init_weights(m: nn.Module) -> None:

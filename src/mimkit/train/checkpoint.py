@@ -18,9 +18,14 @@ import torch
 from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
 from mimkit.weights.safe_load import read_torch_file
 
-LATEST = "checkpoint.pth"
+LATEST = "checkpoint.pth"  # the one name of a run's latest checkpoint
 PREVIOUS = "checkpoint.previous.pth"  # the one before LATEST, until LATEST is known good
 TMP_MARK = ".tmp-"  # .NAME.tmp-PID: a save in progress (or killed mid-way)
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """Name of the copy kept after (1-based) epoch ``epoch`` (``run.keep_every_epochs``)."""
+    return f"checkpoint_{epoch:04d}.pth"
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:

@@ -356,7 +356,7 @@ class TrainLoop:
         self.save(epoch * self.steps_per_epoch)
         every = self.cfg.run.keep_every_epochs
         if self.dist.is_main and every and epoch % every == 0:
-            ckpt.keep_copy(self.out / ckpt.LATEST, f"checkpoint_{epoch:04d}.pth")
+            ckpt.keep_copy(self.out / ckpt.LATEST, ckpt.epoch_checkpoint(epoch))
         for hook in self.hooks:
             if hook.due(epoch):
                 means.update({f"{hook.name}_{k}": v for k, v in self.run_hook(hook).items()})

@@ -20,19 +20,20 @@ from torch import Tensor, nn
 from mimkit.config import PretrainConfig
 from mimkit.crops import Crops
 from mimkit.losses import DenseContrastiveLoss, IBOTLoss, KoLeoLoss, masked_patches
-from mimkit.masking import MaskConfig, MaskGenerator, MaskPlan, parse_score, parse_strategies
-from mimkit.models import build_vit
+from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies, readout_request
+from mimkit.models import backbone_spec
 from mimkit.models.head import IBOTHead
 from mimkit.models.network import IBOTNetwork
 from mimkit.train.mask_planner import StepMaskPlanner
 from mimkit.train.method import StepOutput
 from mimkit.train.schedules import Schedules
+from mimkit.validation import contrastive_score
 from mimkit.weights import load_backbone
 
 
 def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
     m = cfg.model
-    backbone = build_vit(m.arch, m.img_size, m.patch_size, drop_path_rate=drop_path)
+    backbone = backbone_spec(m.arch, m.img_size, m.patch_size).build(drop_path)
     head = IBOTHead(
         backbone.embed_dim,
         m.out_dim,
@@ -44,17 +45,6 @@ def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
         norm_last_layer=m.norm_last_layer,
     )
     return IBOTNetwork(backbone, head)
-
-
-def mask_config(cfg: PretrainConfig) -> MaskConfig:
-    k = cfg.masking
-    return MaskConfig(
-        ratio=tuple(k.ratio),
-        ratio_per=k.ratio_per,
-        mask_prob=k.mask_prob,
-        show_max=k.show_max,
-        hint_reveal=k.hint_reveal,
-    )
 
 
 @dataclass
@@ -89,25 +79,22 @@ class IBOTMetaArch(nn.Module):
         depth = self.student.backbone.depth
         self.grid = self.student.backbone.grid_size()
         strategies = parse_strategies(cfg.masking.strategies, self.num_global, depth)
-        self.masker = MaskGenerator(strategies, mask_config(cfg), depth)
+        self.masker = MaskGenerator(strategies, cfg.masking, depth)
         self.planner = StepMaskPlanner(
             self.masker, self.grid, cfg.run.seed, rank, schedules.steps_per_epoch,
             cfg.masking.start_epoch,
         )  # fmt: skip
         self.koleo = KoLeoLoss() if cfg.loss.koleo > 0 else None
         self.contrastive: DenseContrastiveLoss | None = None
-        self.contrastive_score = None
+        self.contrastive_score = contrastive_score(cfg, strategies, depth)
         if cfg.loss.lambda3 > 0:
             self.contrastive = DenseContrastiveLoss(
                 k=cfg.loss.contrastive_k, temperature=cfg.loss.contrastive_tau
             )
-            spec = cfg.loss.contrastive_score
-            if spec is None and not all(s.attention_guided for s in strategies):
-                spec = "raw:-1"
-            self.contrastive_score = parse_score(spec, depth) if spec else None
-        self.request = self.masker.readout_request()
-        if self.contrastive_score is not None:
-            self.request = self.request.merge(self.contrastive_score.readout_request(depth))
+        # Scores are read once from one teacher forward: the union of what masks and the
+        # contrastive term need.
+        masks_need = self.masker.readout_request()
+        self.request = readout_request([self.contrastive_score], depth, masks_need)
         # The student's forward takes every view at once, so DDP sees one forward per backward.
         self.student_views: nn.Module = self.student
         self.loss = IBOTLoss(

@@ -1,13 +1,14 @@
 """AdamW with weight decay on weight matrices only, and gradient clipping.
 
 Weight-decay groups: biases and 1-D parameters (norms) are never decayed. mimkit also leaves
-the ViT's learned tokens (``cls_token``, ``pos_embed``, ``masked_embed``) undecayed, as most
+the learned tokens (``cls_token``, ``pos_embed``, ``masked_embed``) and whatever else the model
+names in its ``no_weight_decay()`` (a Swin's relative position tables) undecayed, as most
 ViT recipes do; iBOT and AttMask decay them (``decay_tokens=True`` gives their grouping).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -16,20 +17,23 @@ TOKEN_NAMES = ("cls_token", "pos_embed", "masked_embed")
 CLIP_MODES = ("global", "param")
 
 
-def applies_weight_decay(name: str, param: nn.Parameter, decay_tokens: bool = False) -> bool:
+def applies_weight_decay(
+    name: str, param: nn.Parameter, decay_tokens: bool = False, skip: Collection[str] = ()
+) -> bool:
     """Weight decay goes on weight matrices only: not on biases, norms (1-D) or, unless
-    ``decay_tokens`` (iBOT's grouping), the learned tokens."""
-    token = not decay_tokens and any(n in name for n in TOKEN_NAMES)
+    ``decay_tokens`` (iBOT's grouping), the learned tokens and the names in ``skip``."""
+    token = not decay_tokens and (name in skip or any(n in name for n in TOKEN_NAMES))
     return not (param.ndim <= 1 or name.endswith(".bias") or token)
 
 
 def param_groups(model: nn.Module, decay_tokens: bool = False) -> list[dict]:
     """Trainable parameters split into a decayed and an undecayed group."""
     decay, no_decay = [], []
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if applies_weight_decay(name, p, decay_tokens) else no_decay).append(p)
+        (decay if applies_weight_decay(name, p, decay_tokens, skip) else no_decay).append(p)
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
 
 

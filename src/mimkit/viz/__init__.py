@@ -1,7 +1,6 @@
 """Pictures: the teacher's attention and the masks each strategy draws (``mimkit masks``)."""
 
 from mimkit.viz.masks import (
-    DEFAULT_STRATEGIES,
     MaskResult,
     Panel,
     compute_masks,
@@ -10,17 +9,15 @@ from mimkit.viz.masks import (
     heatmap_overlay,
     image_panels,
     mask_overlay,
+    panels_request,
     patches_to_pixels,
-    readout_request,
     render_masks,
     resolve_layers,
     resolve_strategies,
-    strategy_label,
     to_display,
 )
 
 __all__ = [
-    "DEFAULT_STRATEGIES",
     "MaskResult",
     "Panel",
     "compute_masks",
@@ -29,11 +26,10 @@ __all__ = [
     "heatmap_overlay",
     "image_panels",
     "mask_overlay",
+    "panels_request",
     "patches_to_pixels",
-    "readout_request",
     "render_masks",
     "resolve_layers",
     "resolve_strategies",
-    "strategy_label",
     "to_display",
 ]

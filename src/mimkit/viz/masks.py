@@ -21,26 +21,15 @@ from torch import Tensor
 from mimkit.errors import ConfigError
 from mimkit.masking import (
     MaskStrategy,
-    block_mask,
+    check_supported,
     cls_attention_scores,
+    mask_crop,
     parse_strategy,
-    random_mask,
-    select_mask,
+    readout_request,
 )
-from mimkit.models import ReadoutRequest, VisionTransformer
+from mimkit.models import CLS_ROWS, ROLLOUT, Backbone, ReadoutRequest, resolve_layer
 from mimkit.models.readout import Readout
 
-DEFAULT_STRATEGIES: tuple[str, ...] = (
-    "high",
-    "low",
-    "hint",
-    "high@raw:0",
-    "high@log",
-    "high@power",
-    "high@rollout",
-    "random",
-    "block",
-)
 MASK_COLOR = (1.0, 0.15, 0.1)
 MASK_ALPHA = 0.6
 HEAT_ALPHA = 0.7
@@ -62,37 +51,24 @@ def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
         return default_layers(depth)
     if not layers:
         raise ConfigError("--layers needs at least one block index")
-    out = []
-    for layer in layers:
-        idx = layer + depth if layer < 0 else layer
-        if not 0 <= idx < depth:
-            raise ConfigError(f"layer {layer} is out of range for a ViT of depth {depth}")
-        out.append(idx)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(resolve_layer(layer, depth) for layer in layers))
 
 
-def resolve_strategies(texts: Sequence[str] | None, depth: int) -> list[MaskStrategy]:
-    """Parse and resolve every strategy against ``depth`` (ConfigError on the first bad one)."""
-    texts = list(DEFAULT_STRATEGIES if texts is None else texts)
+def resolve_strategies(
+    texts: Sequence[str], depth: int, readouts: frozenset[str], arch: str, defaults: bool = False
+) -> list[MaskStrategy]:
+    """Parse and resolve every strategy against ``depth`` (ConfigError on the first bad one,
+    or one the backbone ``arch`` cannot compute; ``defaults``: drop those instead)."""
+    if defaults:
+        texts = [t for t in texts if readouts or not parse_strategy(t).score]
     if not texts:
         raise ConfigError("--strategies needs at least one strategy")
     seen: dict[str, MaskStrategy] = {}
     for t in texts:
         s = parse_strategy(t, depth)
-        seen.setdefault(strategy_label(s), s)
+        check_supported([s.score], readouts, arch)
+        seen.setdefault(s.label, s)
     return list(seen.values())
-
-
-def strategy_label(strategy: MaskStrategy) -> str:
-    """``high@raw:5``-style text with layers resolved (``random`` / ``block`` as they are)."""
-    return strategy.mode if strategy.score is None else f"{strategy.mode}@{strategy.score}"
-
-
-def check_ratio(ratio: float) -> float:
-    r = float(ratio)
-    if not (0.0 < r < 1.0 and math.isfinite(r)):
-        raise ConfigError(f"--ratio must lie in (0, 1), got {ratio}")
-    return r
 
 
 # -- computing ----------------------------------------------------------------------------
@@ -101,7 +77,8 @@ class MaskResult:
     """Everything the pictures show, for a batch of ``B`` images on a ``grid x grid`` patch grid.
 
     ``attention[l]``: head-mean CLS attention of block l, ``[B, N]``. ``rollout``: the CLS row of
-    the rollout over all blocks, ``[B, N]``. ``masks[label]``: ``[B, grid, grid]`` bool.
+    the rollout over all blocks, ``[B, N]`` (both empty for a backbone without a CLS token).
+    ``masks[label]``: ``[B, grid, grid]`` bool.
     """
 
     grid: int
@@ -115,16 +92,16 @@ class MaskResult:
         return (0, self.depth - 1)
 
 
-def readout_request(strategies: Sequence[MaskStrategy], layers: Sequence[int], depth: int):
-    """The union of what the panels need: CLS rows of ``layers``, the full rollout, and
-    every attention-guided strategy's own score."""
-    request = ReadoutRequest(
-        cls_layers=frozenset(layers), rollout_ranges=frozenset({(0, depth - 1)})
+def panels_request(
+    strategies: Sequence[MaskStrategy], layers: Sequence[int], depth: int, readouts: frozenset[str]
+) -> ReadoutRequest:
+    """The union of what the panels need: CLS rows of ``layers`` and the full rollout (when the
+    backbone reports them), and every attention-guided strategy's own score."""
+    base = ReadoutRequest(
+        cls_layers=frozenset(layers) if CLS_ROWS in readouts else frozenset(),
+        rollout_ranges=frozenset({(0, depth - 1)}) if ROLLOUT in readouts else frozenset(),
     )
-    return ReadoutRequest.union(
-        [request]
-        + [s.score.readout_request(depth) for s in strategies if s.attention_guided and s.score]
-    )
+    return readout_request((s.score for s in strategies), depth, base)
 
 
 def _concat(readouts: list[Readout]) -> Readout:
@@ -137,7 +114,7 @@ def _concat(readouts: list[Readout]) -> Readout:
 
 @torch.no_grad()
 def teacher_readout(
-    model: VisionTransformer, images: Tensor, request: ReadoutRequest, batch_size: int = 32
+    model: Backbone, images: Tensor, request: ReadoutRequest, batch_size: int = 32
 ) -> Readout:
     """One forward per chunk of ``batch_size`` images, reporting ``request``, on CPU."""
     model.eval()
@@ -145,7 +122,7 @@ def teacher_readout(
     parts = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
-        _, readout = model.forward_features(x, request=request)
+        readout = model.forward_features(x, request=request).readout
         parts.append(
             Readout(
                 cls_attn={k: v.float().cpu() for k, v in readout.cls_attn.items()},
@@ -156,7 +133,7 @@ def teacher_readout(
 
 
 def compute_masks(
-    model: VisionTransformer,
+    model: Backbone,
     images: Tensor,
     strategies: Sequence[MaskStrategy],
     layers: Sequence[int],
@@ -167,28 +144,25 @@ def compute_masks(
 ) -> MaskResult:
     """Attention maps and one mask per strategy for normalised ``images`` ``[B, C, H, W]``.
 
-    Every image is masked (mask_prob 1) at exactly ``ratio``. Each strategy draws from its own
-    generator seeded by ``(seed, position in the list)``, so results are deterministic.
+    Every image is masked (mask_prob 1) at exactly ``ratio``, by the same ``mask_crop`` that
+    training uses. Each strategy draws from its own generator seeded by ``(seed, position in
+    the list)``, so results are deterministic.
     """
-    depth = model.depth
-    grid = images.shape[-1] // model.patch_size
-    b, n = images.shape[0], grid * grid
-    readout = teacher_readout(model, images, readout_request(strategies, layers, depth), batch_size)
+    depth, readouts = model.depth, model.readouts
+    grid = model.grid_size(images.shape[-1])
+    b = images.shape[0]
+    request = panels_request(strategies, layers, depth, readouts)
+    readout = teacher_readout(model, images, request, batch_size)
     result = MaskResult(grid=grid, depth=depth)
-    for layer in layers:
-        result.attention[layer] = cls_attention_scores(readout.cls_attn[layer], "mean")
-    result.rollout = readout.rollout[(0, depth - 1)][:, 0, 1:]
+    if CLS_ROWS in readouts:
+        for layer in layers:
+            result.attention[layer] = cls_attention_scores(readout.cls_attn[layer], "mean")
+    if ROLLOUT in readouts:
+        result.rollout = readout.rollout[(0, depth - 1)]
     for i, strategy in enumerate(strategies):
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-        if strategy.mode == "random":
-            m = random_mask(b, n, ratio, gen)
-        elif strategy.mode == "block":
-            m = block_mask(b, grid, ratio, gen)
-        else:
-            assert strategy.score is not None
-            scores = strategy.score.compute(readout)
-            m = select_mask(scores, ratio, strategy.mode, show_max=show_max, generator=gen)
-        result.masks[strategy_label(strategy)] = m.reshape(b, grid, grid).cpu()
+        m = mask_crop(strategy, readout, b, grid, ratio, gen, "cpu", show_max)
+        result.masks[strategy.label] = m.cpu()
     return result
 
 
@@ -265,11 +239,10 @@ def image_panels(display: np.ndarray, result: MaskResult, index: int) -> list[Pa
     panels = [Panel("image", display)]
     for layer, att in result.attention.items():
         panels.append(Panel(f"CLS attention, block {layer}", heatmap_overlay(display, att[index])))
-    assert result.rollout is not None
-    a, b = result.rollout_range
-    panels.append(
-        Panel(f"rollout, blocks {a}-{b}", heatmap_overlay(display, result.rollout[index]))
-    )
+    if result.rollout is not None:
+        a, b = result.rollout_range
+        rollout = heatmap_overlay(display, result.rollout[index])
+        panels.append(Panel(f"rollout, blocks {a}-{b}", rollout))
     for label, masks in result.masks.items():
         m = masks[index]
         title = f"{label} ({int(m.sum())}/{m.numel()})"

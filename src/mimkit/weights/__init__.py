@@ -3,22 +3,28 @@ and the safetensors export that timm loads strictly."""
 
 from mimkit.weights.io import (
     HEADS_BY_DIM,
-    build_backbone,
+    ModelSource,
     export_backbone,
     infer_vit_config,
     load_backbone,
     load_backbone_state,
     load_pretrained,
-    resolve_config,
+    load_source,
+    resolve_spec,
+    timm_constructor,
+    training_config,
 )
 
 __all__ = [
     "HEADS_BY_DIM",
-    "build_backbone",
+    "ModelSource",
     "export_backbone",
     "infer_vit_config",
     "load_backbone",
     "load_backbone_state",
     "load_pretrained",
-    "resolve_config",
+    "load_source",
+    "resolve_spec",
+    "timm_constructor",
+    "training_config",
 ]

@@ -10,26 +10,31 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
-from mimkit.models import PRESETS, VisionTransformer, build_vit
+from mimkit.models import PRESETS, Backbone, BackboneSpec, backbone_spec
+from mimkit.models.spec import TIMM_PREFIX
+from mimkit.models.vit import resize_pos_embed
 from mimkit.output_paths import default_file_mode, writable_folder
 from mimkit.weights.safe_load import read_torch_file
 
-# Heads per embed dim of the usual ViT sizes (all presets agree; timm uses the same).
-HEADS_BY_DIM: dict[int, int] = {p.embed_dim: p.num_heads for p in PRESETS.values()}
+# Heads per embed dim of the usual ViT sizes (all ViT presets agree; timm uses the same).
+HEADS_BY_DIM: dict[int, int] = {
+    p.embed_dim: p.num_heads for p in PRESETS.values() if p.family == "vit"
+}
 HEADS_BY_DIM.update({192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16})
 
-CONFIG_KEYS = ("arch", "img_size", "patch_size", "embed_dim", "depth", "num_heads")
-_INT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "in_chans")
+# What a file's config may say about a ViT (a training config, or an export's metadata).
+VIT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "in_chans")
+_INT_KEYS = VIT_KEYS
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -47,25 +52,6 @@ def _strip_backbone(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     if any(k.startswith("backbone.") for k in sd):
         sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
     return {k: v for k, v in sd.items() if not (k == "head" or k.startswith("head."))}
-
-
-def _config_from_metadata(meta: dict[str, str] | None) -> dict[str, Any] | None:
-    if not meta:
-        return None
-    cfg: dict[str, Any] = {}
-    for k, v in meta.items():
-        if k in _INT_KEYS:
-            try:
-                cfg[k] = int(v)
-            except ValueError:
-                raise CheckpointError(f"bad metadata {k}={v!r} in the safetensors file") from None
-        elif k == "mlp_ratio":
-            cfg[k] = float(v)
-        elif k == "qkv_bias":
-            cfg[k] = v.lower() == "true"
-        elif k == "arch":
-            cfg[k] = v or None
-    return cfg or None
 
 
 def load_backbone_state(
@@ -92,7 +78,7 @@ def load_backbone_state(
             sd = load_file(str(p))
         except Exception as err:  # safetensors raises its own error types
             raise CheckpointError(f"{p}: not a readable safetensors file ({err})") from None
-        config = _config_from_metadata(meta)
+        config = meta if meta and "format" in meta else None
     else:
         obj = read_torch_file(p)
         if _is_state_dict(obj):
@@ -131,7 +117,10 @@ def infer_vit_config(sd: dict[str, Tensor]) -> dict[str, Any]:
     mlp_ratio, qkv_bias, and num_heads from :data:`HEADS_BY_DIM` (None when unknown)."""
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if key not in sd:
-            raise CheckpointError(f"not a ViT backbone state dict: missing key {key!r}")
+            raise CheckpointError(
+                f"not a ViT backbone state dict (missing key {key!r}); for another backbone "
+                "pass --arch"
+            )
     embed_dim = int(sd["cls_token"].shape[-1])
     w = sd["patch_embed.proj.weight"]
     if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
@@ -158,7 +147,18 @@ def infer_vit_config(sd: dict[str, Tensor]) -> dict[str, Any]:
     return cfg
 
 
-def resolve_config(
+def _in_chans(sd: dict[str, Tensor]) -> int:
+    for key, value in sd.items():
+        if key.endswith("patch_embed.proj.weight") and value.ndim == 4:
+            return int(value.shape[1])
+    return 3
+
+
+def _is_vit_arch(arch: str | None) -> bool:
+    return arch is None or (arch in PRESETS and PRESETS[arch].family == "vit")
+
+
+def resolve_spec(
     sd: dict[str, Tensor],
     file_config: dict[str, Any] | None = None,
     *,
@@ -166,101 +166,73 @@ def resolve_config(
     img_size: int | None = None,
     patch_size: int | None = None,
     num_heads: int | None = None,
-) -> dict[str, Any]:
-    """The full model config: explicit arguments > the file's config > tensor shapes.
+) -> BackboneSpec:
+    """The backbone a weights file holds: explicit arguments > the file's config (a mimkit
+    checkpoint's ``model`` section or an export's metadata) > tensor shapes.
 
-    ``arch`` (a preset) supplies embed_dim/depth/num_heads when given; otherwise they are
-    inferred from the weights (heads from :data:`HEADS_BY_DIM`, or ``num_heads``).
+    A Swin or ``timm:NAME`` arch is built from its description; a ViT's width, depth and
+    heads come from its preset when there is one, else from the weights (heads from
+    :data:`HEADS_BY_DIM`, or ``num_heads``).
     """
-    inferred = infer_vit_config(sd)
-    cfg: dict[str, Any] = dict(inferred)
-    file_config = {k: v for k, v in (file_config or {}).items() if v is not None}
-    cfg.update({k: file_config[k] for k in file_config if k in (*CONFIG_KEYS, "in_chans")})
+    file_config = {k: v for k, v in (file_config or {}).items() if v not in (None, "")}
     arch = arch or file_config.get("arch")
+    if not _is_vit_arch(arch):
+        size = img_size or _int(file_config.get("img_size"))
+        patch = patch_size or _int(file_config.get("patch_size"))
+        return backbone_spec(arch, size, patch, _in_chans(sd))
+    cfg: dict[str, Any] = dict(infer_vit_config(sd))
+    for key in VIT_KEYS:
+        if key in file_config:
+            cfg[key] = _int(file_config[key]) if key in _INT_KEYS else file_config[key]
     if arch is not None:
-        if arch not in PRESETS:
-            raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(PRESETS)}")
         pre = PRESETS[arch]
-        cfg.update(arch=arch, embed_dim=pre.embed_dim, depth=pre.depth, num_heads=pre.num_heads)
+        cfg.update(embed_dim=pre.embed_dim, depth=pre.depth, num_heads=pre.num_heads)
         cfg.setdefault("img_size", pre.img_size)
         cfg.setdefault("patch_size", pre.patch_size)
     else:
-        cfg["arch"] = _match_preset(cfg)
-    if img_size is not None:
-        cfg["img_size"] = int(img_size)
-    if patch_size is not None:
-        cfg["patch_size"] = int(patch_size)
-    if num_heads is not None:
-        cfg["num_heads"] = int(num_heads)
+        arch = _match_preset(cfg)
+    explicit = {"img_size": img_size, "patch_size": patch_size, "num_heads": num_heads}
+    cfg.update({k: int(v) for k, v in explicit.items() if v is not None})
     if not cfg.get("num_heads"):
         raise ConfigError(
             f"cannot tell the number of heads for embed dim {cfg['embed_dim']}; "
             "pass --arch or --num-heads"
         )
-    if cfg["embed_dim"] % cfg["num_heads"]:
-        raise ConfigError(
-            f"embed dim {cfg['embed_dim']} is not divisible by {cfg['num_heads']} heads"
-        )
-    if cfg["img_size"] % cfg["patch_size"]:
-        raise ConfigError(
-            f"image size {cfg['img_size']} is not divisible by patch size {cfg['patch_size']}"
-        )
-    return cfg
+    return BackboneSpec(
+        family="vit",
+        arch=arch,
+        img_size=int(cfg["img_size"]),
+        patch_size=int(cfg["patch_size"]),
+        embed_dim=int(cfg["embed_dim"]),
+        depth=int(cfg["depth"]),
+        num_heads=int(cfg["num_heads"]),
+        in_chans=int(cfg.get("in_chans", 3)),
+        mlp_ratio=float(cfg.get("mlp_ratio", 4.0)),
+        qkv_bias=bool(cfg.get("qkv_bias", True)),
+    ).check()
+
+
+def _int(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"bad model config value {value!r}") from None
 
 
 def _match_preset(cfg: dict[str, Any]) -> str | None:
     for name, p in PRESETS.items():
-        if (p.embed_dim, p.depth) == (cfg["embed_dim"], cfg["depth"]) and (
-            cfg.get("num_heads") in (None, p.num_heads)
-        ):
+        same = (p.family, p.embed_dim, p.depth) == ("vit", cfg["embed_dim"], cfg["depth"])
+        if same and cfg.get("num_heads") in (None, p.num_heads):
             return name
     return None
 
 
-def build_backbone(cfg: dict[str, Any], drop_path_rate: float = 0.0) -> VisionTransformer:
-    """A VisionTransformer for a config from :func:`resolve_config`."""
-    arch = cfg.get("arch")
-    if arch in PRESETS and cfg.get("mlp_ratio", 4.0) == 4.0 and cfg.get("qkv_bias", True):
-        model = build_vit(
-            arch,
-            cfg["img_size"],
-            cfg["patch_size"],
-            drop_path_rate=drop_path_rate,
-            in_chans=cfg.get("in_chans", 3),
-        )
-        if (model.embed_dim, model.depth, model.num_heads) == (
-            cfg["embed_dim"],
-            cfg["depth"],
-            cfg["num_heads"],
-        ):
-            return model
-    return VisionTransformer(
-        img_size=cfg["img_size"],
-        patch_size=cfg["patch_size"],
-        in_chans=cfg.get("in_chans", 3),
-        embed_dim=cfg["embed_dim"],
-        depth=cfg["depth"],
-        num_heads=cfg["num_heads"],
-        mlp_ratio=cfg.get("mlp_ratio", 4.0),
-        qkv_bias=cfg.get("qkv_bias", True),
-        drop_path_rate=drop_path_rate,
-    )
-
-
 # -- loading ----------------------------------------------------------------------------
-def _interpolate_pos_embed(pos: Tensor, n_target: int) -> Tensor:
-    n = pos.shape[1] - 1
-    g0, g1 = math.isqrt(n), math.isqrt(n_target)
-    cls_pos, patch = pos[:, :1], pos[:, 1:]
-    patch = patch.reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
-    patch = F.interpolate(patch, size=(g1, g1), mode="bicubic", align_corners=False)
-    patch = patch.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1).to(pos.dtype)
-    return torch.cat([cls_pos, patch], dim=1)
-
-
 def load_backbone(
     source: str | os.PathLike | dict[str, Tensor],
-    model: VisionTransformer,
+    model: Backbone,
     checkpoint_key: str = "teacher",
     *,
     interpolate_pos_embed: bool = False,
@@ -271,13 +243,16 @@ def load_backbone(
     key, or the first shape mismatch. ``masked_embed`` (iBOT's mask token, unused at
     evaluation) may be missing from DINO / timm files: it is then filled with zeros and a
     note says so. A ``pos_embed`` for another grid is resized (bicubic) only when
-    ``interpolate_pos_embed`` is true.
+    ``interpolate_pos_embed`` is true. A timm backbone also takes timm's own state dict.
     """
     if isinstance(source, dict):
         sd, name = _strip_backbone(dict(source)), "state dict"
     else:
         sd, _ = load_backbone_state(source, checkpoint_key)
         name = str(source)
+    prefix = model.external_prefix
+    if prefix and not any(k.startswith(prefix) for k in sd):
+        sd = {(k if k == "masked_embed" else prefix + k): v for k, v in sd.items()}
     target = model.state_dict()
     notes: list[str] = []
     for key in target:
@@ -300,27 +275,69 @@ def load_backbone(
         if key == "masked_embed" and got.numel() == want.numel():
             sd[key] = got.reshape(want.shape)
             continue
-        if key == "pos_embed" and got.ndim == 3 and got.shape[-1] == want.shape[-1]:
-            n_got, n_want = got.shape[1] - 1, want.shape[1] - 1
-            square = math.isqrt(n_got) ** 2 == n_got and math.isqrt(n_want) ** 2 == n_want
-            if interpolate_pos_embed and square:
-                sd[key] = _interpolate_pos_embed(got, n_want)
-                notes.append(
-                    f"pos_embed resized from a {math.isqrt(n_got)}^2 to a "
-                    f"{math.isqrt(n_want)}^2 grid (bicubic)"
-                )
-                continue
-            raise CheckpointError(
-                f"{name}: pos_embed is for a {math.isqrt(n_got)}x{math.isqrt(n_got)} grid but "
-                f"the model has {math.isqrt(n_want)}x{math.isqrt(n_want)}; use the file's image "
-                "size, or allow interpolation (--interpolate-pos-embed)"
-            )
+        if key.endswith("pos_embed") and got.ndim == 3 and got.shape[-1] == want.shape[-1]:
+            sd[key] = _resized_pos_embed(name, got, want, model.grid_size(), interpolate_pos_embed)
+            g0 = math.isqrt(got.shape[1] - (want.shape[1] - model.grid_size() ** 2))
+            grid = model.grid_size()
+            notes.append(f"pos_embed resized from a {g0}^2 to a {grid}^2 grid (bicubic)")
+            continue
         raise CheckpointError(
             f"{name}: shape mismatch for {key!r}: file {tuple(got.shape)}, "
             f"model {tuple(want.shape)}"
         )
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in sd.items()}, strict=True)
     return notes
+
+
+def _resized_pos_embed(name: str, got: Tensor, want: Tensor, grid: int, allowed: bool) -> Tensor:
+    prefix = want.shape[1] - grid * grid  # CLS (and register) positions
+    n_got = got.shape[1] - prefix
+    g0 = math.isqrt(n_got)
+    if g0 * g0 != n_got or not allowed:
+        raise CheckpointError(
+            f"{name}: pos_embed is for a {g0}x{g0} grid but the model has {grid}x{grid}; "
+            "use the file's image size, or allow interpolation (--interpolate-pos-embed)"
+        )
+    return resize_pos_embed(got, grid, grid, prefix)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a backbone comes from: a weights file (any layout mimkit reads) and, for files
+    that do not describe their model, the description to use."""
+
+    checkpoint: Path
+    checkpoint_key: str = "teacher"
+    arch: str | None = None
+    img_size: int | None = None
+    patch_size: int | None = None
+    num_heads: int | None = None
+    interpolate_pos_embed: bool = False
+
+
+def load_source(source: ModelSource) -> tuple[Backbone, BackboneSpec, list[str]]:
+    return load_pretrained(
+        source.checkpoint,
+        source.checkpoint_key,
+        arch=source.arch,
+        img_size=source.img_size,
+        patch_size=source.patch_size,
+        num_heads=source.num_heads,
+        interpolate_pos_embed=source.interpolate_pos_embed,
+    )
+
+
+def training_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The pretraining config a mimkit checkpoint holds; None for any other file."""
+    p = Path(path)
+    if p.suffix == ".safetensors" or not p.is_file():
+        return None
+    try:
+        obj = read_torch_file(p)
+    except CheckpointError:
+        return None  # not a checkpoint mimkit can read safely: it records no config
+    cfg = obj.get("config") if isinstance(obj, dict) else None
+    return cfg if isinstance(cfg, dict) else None
 
 
 def load_pretrained(
@@ -332,19 +349,45 @@ def load_pretrained(
     patch_size: int | None = None,
     num_heads: int | None = None,
     interpolate_pos_embed: bool = False,
-) -> tuple[VisionTransformer, dict[str, Any], list[str]]:
-    """Build the right VisionTransformer for a weights file and load it: ``(model, config,
-    notes)``. Explicit arguments override the file's config and the tensor shapes."""
+) -> tuple[Backbone, BackboneSpec, list[str]]:
+    """Build the right backbone for a weights file and load it: ``(model, spec, notes)``.
+    Explicit arguments override the file's config and the tensor shapes."""
     sd, file_cfg = load_backbone_state(path, checkpoint_key)
-    cfg = resolve_config(
+    spec = resolve_spec(
         sd, file_cfg, arch=arch, img_size=img_size, patch_size=patch_size, num_heads=num_heads
     )
-    model = build_backbone(cfg)
+    model = spec.build()
     notes = load_backbone(sd, model, interpolate_pos_embed=interpolate_pos_embed)
-    return model, cfg, notes
+    return model, spec, notes
 
 
 # -- export -----------------------------------------------------------------------------
+EXPORT_FORMAT = "mimkit-backbone"
+
+
+def timm_constructor(spec: BackboneSpec) -> str:
+    """The timm call whose model loads an export of ``spec`` with ``strict=True``."""
+    if spec.family == "timm":
+        assert spec.arch is not None
+        return (
+            f"timm.create_model({spec.arch.removeprefix(TIMM_PREFIX)!r}, num_classes=0, "
+            f"img_size={spec.img_size}, patch_size={spec.patch_size})"
+        )
+    if spec.family == "swin":
+        heads = tuple(spec.num_heads * 2**s for s in range(len(spec.depths)))
+        return (
+            f"timm.models.swin_transformer.SwinTransformer(img_size={spec.img_size}, "
+            f"patch_size={spec.patch_size}, embed_dim={spec.embed_dim}, "
+            f"depths={tuple(spec.depths)}, num_heads={heads}, window_size={spec.window}, "
+            "num_classes=0)"
+        )
+    return (
+        f"timm.models.vision_transformer.VisionTransformer(img_size={spec.img_size}, "
+        f"patch_size={spec.patch_size}, embed_dim={spec.embed_dim}, depth={spec.depth}, "
+        f"num_heads={spec.num_heads}, num_classes=0)"
+    )
+
+
 def export_backbone(
     checkpoint: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -354,11 +397,11 @@ def export_backbone(
     img_size: int | None = None,
     patch_size: int | None = None,
     num_heads: int | None = None,
-) -> dict[str, Any]:
-    """Write the backbone as a safetensors file loadable with ``strict=True`` into
-    ``timm.models.vision_transformer.VisionTransformer(img_size, patch_size, embed_dim,
-    depth, num_heads, num_classes=0)`` (``masked_embed`` dropped). The model config goes in
-    the file's metadata, so mimkit can rebuild the model from the export alone. Returns it.
+) -> BackboneSpec:
+    """Write the backbone as a safetensors file that :func:`timm_constructor`'s model loads
+    with ``strict=True`` (``masked_embed`` dropped, timm's own names). The backbone's
+    description goes in the file's metadata, so mimkit rebuilds the model from the export
+    alone. Returns it.
     """
     out = Path(out_path)
     if out.suffix != ".safetensors":
@@ -366,7 +409,7 @@ def export_backbone(
     if out.is_dir():
         raise OutputError(f"cannot write {out}: it is a folder")
     writable_folder(out.parent)  # before reading the checkpoint
-    model, cfg, _ = load_pretrained(
+    model, spec, _ = load_pretrained(
         checkpoint,
         checkpoint_key,
         arch=arch,
@@ -374,27 +417,20 @@ def export_backbone(
         patch_size=patch_size,
         num_heads=num_heads,
     )
+    prefix = model.external_prefix
     tensors = {
-        k: v.detach().contiguous().clone()
+        k.removeprefix(prefix): v.detach().contiguous().clone()
         for k, v in model.state_dict().items()
         if k != "masked_embed"
     }
     meta = {
-        "format": "mimkit-vit",
-        "arch": cfg.get("arch") or "",
-        "img_size": str(cfg["img_size"]),
-        "patch_size": str(cfg["patch_size"]),
-        "embed_dim": str(cfg["embed_dim"]),
-        "depth": str(cfg["depth"]),
-        "num_heads": str(cfg["num_heads"]),
-        "in_chans": str(cfg.get("in_chans", 3)),
-        "mlp_ratio": repr(float(cfg.get("mlp_ratio", 4.0))),
-        "qkv_bias": str(bool(cfg.get("qkv_bias", True))),
+        "format": EXPORT_FORMAT,
+        **spec.metadata(),
         "source": Path(checkpoint).name,
         "checkpoint_key": checkpoint_key,
     }
     _write_safetensors(tensors, out, meta)
-    return {k: cfg.get(k) for k in (*CONFIG_KEYS, "in_chans", "mlp_ratio", "qkv_bias")}
+    return spec
 
 
 def _write_safetensors(tensors: dict[str, Tensor], out: Path, meta: dict[str, str]) -> None:
