@@ -21,7 +21,7 @@ def _train_conftest():
 
 
 def loop_reference(emb: torch.Tensor, scores: torch.Tensor, k: int, tau: float) -> float:
-    """SPEC section 4 written out with Python loops, one image and one pair at a time."""
+    """docs/method.md's contrastive term with Python loops, one image and pair at a time."""
     g, b, n, _ = emb.shape
     z = F.normalize(emb.double(), dim=-1)
     total, count = 0.0, 0

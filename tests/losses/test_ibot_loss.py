@@ -1,4 +1,4 @@
-"""The iBOT loss against direct formulas of SPEC section 1."""
+"""The iBOT loss against direct formulas of docs/method.md, section "Pretraining"."""
 
 from __future__ import annotations
 

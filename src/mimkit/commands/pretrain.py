@@ -21,7 +21,7 @@ FLAGS: Flags = {
     "--epochs": ("optim.epochs", int, "number of epochs"),
     "--batch-size": ("optim.batch_size", int, "images per process and step"),
     "--lr": ("optim.lr", float, "peak learning rate at a total batch of 256"),
-    "--arch": ("model.arch", str, "ViT preset (vit_nano ... vit_large)"),
+    "--arch": ("model.arch", str, "backbone: vit_nano ... vit_large, swin_*, timm:NAME"),
     "--img-size": ("model.img_size", int, "global crop size in pixels"),
     "--patch-size": ("model.patch_size", int, "patch size in pixels"),
     "--local-crops": ("data.local_crops", int, "number of local crops"),

@@ -1,4 +1,5 @@
-"""Data sets, augmentations and the ``build_dataset`` entry point (SPEC sections 1 and 6)."""
+"""Data sets, augmentations and the ``build_dataset`` entry point (docs/method.md, sections
+"Pretraining" and "Data")."""
 
 from mimkit.data.build import (
     build_dataset,

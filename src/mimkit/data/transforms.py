@@ -1,4 +1,5 @@
-"""Augmentations (SPEC section 1) and evaluation transforms, built from torchvision transforms.
+"""Augmentations (docs/method.md, section "Pretraining") and evaluation transforms, built
+from torchvision transforms.
 
 Randomness comes from torch's global RNG (DataLoader seeds each worker); :func:`seed_worker`
 also seeds ``random`` and ``numpy`` in workers.

@@ -1,5 +1,6 @@
-"""The dense contrastive term (SPEC section 4): the teacher's most-attended patches of every
-global crop of an image are mutual positives, its least-attended patches are the negatives.
+"""The dense contrastive term (docs/method.md, section "The dense contrastive term"): the
+teacher's most-attended patches of every global crop of an image are mutual positives, its
+least-attended patches are the negatives.
 
 Unlike the thesis code this term is computed on the **student's** embeddings, so it has a
 gradient and shapes training (see the README section "The dense contrastive term").

@@ -1,5 +1,5 @@
 """The iBOT objective: self-distillation on the CLS token across views, and on masked patch
-tokens within the same view (SPEC section 1)."""
+tokens within the same view (docs/method.md, section "Pretraining")."""
 
 from __future__ import annotations
 
