@@ -26,7 +26,7 @@ FLAGS: Flags = {
     "--mixup": ("augment.mixup", float, "Mixup alpha (0: off)"),
     "--cutmix": ("augment.cutmix", float, "CutMix alpha (0: off)"),
     "--label-smoothing": ("augment.label_smoothing", float, "label smoothing"),
-    "--arch": ("model.arch", str, "backbone preset or timm:NAME: needed by --init random, else from the file"),
+    "--arch": ("model.arch", str, "backbone (preset, timm:NAME): for --init random"),
     "--img-size": ("model.img_size", positive_int, "image size (default: the file's)"),
     "--patch-size": ("model.patch_size", positive_int, "patch size (default: the file's)"),
     "--max-steps": ("run.max_steps", positive_int, "stop after this many steps (smoke tests)"),
