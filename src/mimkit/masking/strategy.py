@@ -287,7 +287,8 @@ def plan_crop(
     needs the teacher (see :class:`Mode`)."""
     device = torch.device(device)
     r = as_ratio(ratio, batch, device)
-    return MODES[strategy.mode].plan(Draw(batch, grid, r, generator, device, show_max, reveal_ratio))
+    draw = Draw(batch, grid, r, generator, device, show_max, reveal_ratio)
+    return MODES[strategy.mode].plan(draw)
 
 
 def finish_crop(
