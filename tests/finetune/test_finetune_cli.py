@@ -128,3 +128,23 @@ def test_shipped_configs_load_and_check():
         cfg.check()
     ibot = load_finetune_config("imagenet_vit_small_ibot")
     assert ibot.optim.layer_decay == 0.75 and ibot.optim.epochs == 200
+
+
+def test_a_checkpoint_with_the_older_model_description_still_resumes(tmp_path, capsys):
+    out = tmp_path / "ft"
+    argv = ["--init", "random", *TINY, "--epochs", "1", "--output-dir", str(out)]
+    assert main(["finetune", *argv]) == 0
+    cfg = load_finetune_config("fashion_mnist", config_overrides(parse(argv), FLAGS))
+    init = read_init(cfg)
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    # The ViT-only description checkpoints carried before Swin and timm backbones.
+    old = {k: init.description[k] for k in ("embed_dim", "depth", "patch_size", "img_size")}
+    old.update({k: init.description[k] for k in ("in_chans", "num_heads", "qkv_bias")})
+    old.update(mlp_ratio=init.description["mlp_ratio"], arch=init.description["arch"])
+    state["config"]["model"] = old
+    save_atomic(state, out / "checkpoint.pth")
+    assert read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 1)
+    state["config"]["model"] = {**old, "embed_dim": old["embed_dim"] * 2}
+    save_atomic(state, out / "checkpoint.pth")
+    with pytest.raises(CheckpointError, match="fine-tuned another model"):
+        read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mimkit.finetune import Finetuner, layer_decay_groups, layer_id
 from mimkit.finetune.model import Classifier
 from mimkit.finetune.optim import set_learning_rate
-from mimkit.models import build_vit
+from mimkit.models import backbone_spec, build_vit
 
 
 def _classifier(depth_arch: str = "vit_nano") -> Classifier:
@@ -15,19 +17,44 @@ def _classifier(depth_arch: str = "vit_nano") -> Classifier:
 
 
 def test_layer_ids_follow_beit():
-    depth = 3
-    assert layer_id("backbone.cls_token", depth) == 0
-    assert layer_id("backbone.pos_embed", depth) == 0
-    assert layer_id("backbone.patch_embed.proj.weight", depth) == 0
-    assert layer_id("backbone.blocks.0.attn.qkv.weight", depth) == 1
-    assert layer_id("backbone.blocks.2.mlp.fc2.bias", depth) == 3
-    assert layer_id("backbone.norm.weight", depth) == 4
-    assert layer_id("head.weight", depth) == 4
+    vit = build_vit("vit_nano", 16, 4)  # depth 3
+    assert layer_id("backbone.cls_token", vit) == 0
+    assert layer_id("backbone.pos_embed", vit) == 0
+    assert layer_id("backbone.patch_embed.proj.weight", vit) == 0
+    assert layer_id("backbone.blocks.0.attn.qkv.weight", vit) == 1
+    assert layer_id("backbone.blocks.2.mlp.fc2.bias", vit) == 3
+    assert layer_id("backbone.norm.weight", vit) == 4
+    assert layer_id("head.weight", vit) == 4
+
+
+def _block_layers(backbone) -> list[int]:
+    """Each attention block's layer id, in the order the blocks run."""
+    blocks = [(n, m) for n, m in backbone.named_modules() if re.search(r"blocks\.\d+$", n)]
+    return [backbone.layer_id(f"{n}.{next(m.named_parameters())[0]}") for n, m in blocks]
+
+
+def test_swin_blocks_are_numbered_across_stages():
+    swin = backbone_spec("swin_nano", 16, 2).build()
+    assert swin.spec.depths == (2, 2)
+    assert _block_layers(swin) == [1, 2, 3, 4]
+    assert swin.layer_id("patch_embed.proj.weight") == swin.layer_id("masked_embed") == 0
+    # Stage 1's patch merging learns with the block before it, the final norm after all.
+    assert swin.layer_id("layers.1.downsample.reduction.weight") == 2
+    assert swin.layer_id("norm.weight") == 5
+
+
+def test_timm_vit_embeddings_sit_below_its_blocks():
+    pytest.importorskip("timm")
+    vit = backbone_spec("timm:deit_tiny_patch16_224", 16, 4).build()
+    assert _block_layers(vit) == list(range(1, vit.depth + 1))
+    for name in ("vit.cls_token", "vit.pos_embed", "vit.patch_embed.proj.weight"):
+        assert vit.layer_id(name) == 0
+    assert vit.layer_id("vit.norm.weight") == vit.depth + 1
 
 
 def test_every_parameter_gets_its_blocks_lr_scale():
     model = _classifier()
-    groups = layer_decay_groups(model, depth=3, weight_decay=0.05, layer_decay=0.5)
+    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=0.5)
     scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
     # Each block learns 0.5x as fast as the one above it; the head at the full rate.
     assert scale["head.weight"] == scale["head.bias"] == scale["backbone.norm.weight"] == 1.0
@@ -40,7 +67,7 @@ def test_every_parameter_gets_its_blocks_lr_scale():
 
 def test_weight_decay_is_on_weight_matrices_only():
     model = _classifier()
-    groups = layer_decay_groups(model, depth=3, weight_decay=0.05, layer_decay=0.65)
+    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=0.65)
     decayed = {n for g in groups if g["weight_decay"] == 0.05 for n in g["param_names"]}
     plain = {n for g in groups if g["weight_decay"] == 0.0 for n in g["param_names"]}
     matrices = ["attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +161,21 @@ def test_one_run_per_output_folder(make_config):
     finally:
         first.close()
     assert finetune(make_config(**{"optim.epochs": 1}))["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("arch", "patch"), [("swin_nano", 2), ("timm:deit_tiny_patch16_224", 4)], ids=["swin", "timm"]
+)
+def test_other_backbone_families_fine_tune(make_config, arch, patch):
+    if arch.startswith("timm:"):
+        pytest.importorskip("timm")
+    cfg = make_config(**{"model.arch": arch, "model.patch_size": patch, "optim.epochs": 1})
+    result = finetune(cfg)
+    assert result["status"] == "finished"
+    summary = json.loads((Path(cfg.run.output_dir) / "finetune.json").read_text())
+    assert summary["model"]["arch"] == arch
+    assert math.isfinite(summary["last"]["train_loss"])
+    # Layer-wise decay sees every block of the backbone as its own layer.
+    groups = torch.load(Path(cfg.run.output_dir) / "checkpoint.pth", weights_only=True)
+    layers = {g["layer"] for g in groups["optimizer"]["param_groups"]}
+    assert layers == set(range(0, summary["model"]["depth"] + 2))

@@ -13,7 +13,7 @@ from typing import Any
 from mimkit.config import SectionedConfig, load_sections
 from mimkit.data.datasets import check_subset
 from mimkit.errors import ConfigError
-from mimkit.models import PRESETS
+from mimkit.models import backbone_spec
 
 SHIPPED_FOLDER = "finetune"
 RANDOM_INIT = "random"
@@ -120,11 +120,11 @@ def _positive_int_or_none(value: Any, name: str) -> None:
 
 
 def _check_model(m: FinetuneModelConfig, init: str | None) -> None:
-    if m.arch is not None and m.arch not in PRESETS:
-        raise ConfigError(f"unknown arch {m.arch!r}; choose one of {', '.join(PRESETS)}")
     _positive_int_or_none(m.img_size, "model.img_size")
     _positive_int_or_none(m.patch_size, "model.patch_size")
-    if m.img_size and m.patch_size and m.img_size % m.patch_size:
+    if m.arch is not None:  # a preset or timm:NAME, at these sizes (the shape is not built)
+        backbone_spec(m.arch, m.img_size, m.patch_size)
+    elif m.img_size and m.patch_size and m.img_size % m.patch_size:
         raise ConfigError(f"image size {m.img_size} is not divisible by patch size {m.patch_size}")
     if init == RANDOM_INIT and m.arch is None:
         raise ConfigError(

@@ -9,6 +9,7 @@ from typing import Any
 
 from mimkit.errors import CheckpointError
 from mimkit.finetune.config import FinetuneConfig
+from mimkit.models import BackboneSpec
 from mimkit.train import checkpoint as ckpt
 
 CHECKPOINT_KIND = "finetune"
@@ -18,6 +19,15 @@ RESUMABLE_CHANGES = ("run.", "data.num_workers")
 
 def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, fields in cfg.items() for k, v in fields.items()}
+
+
+def _same_model(saved: Any, description: dict[str, Any]) -> bool:
+    """Compared as typed descriptions, so that checkpoints written before the description
+    knew other backbone families still resume."""
+    try:
+        return BackboneSpec.from_dict(saved) == BackboneSpec.from_dict(description)
+    except (TypeError, AttributeError):  # no description, or not one of ours
+        return False
 
 
 def read_resumable(
@@ -34,7 +44,7 @@ def read_resumable(
             f"{path} is not a fine-tuning checkpoint; choose another --output-dir"
         )
     saved = state.get("config", {})
-    if saved.get("model") != description:
+    if not _same_model(saved.get("model"), description):
         raise CheckpointError(
             f"{path} fine-tuned another model ({saved.get('model')}); choose another --output-dir"
         )

@@ -112,9 +112,8 @@ class Finetuner:
         cfg, o = self.cfg, self.cfg.optim
         self.steps_per_epoch = self.train_data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * o.epochs
-        self.depth = self.model.backbone.depth
         self.optimizer = torch.optim.AdamW(
-            layer_decay_groups(self.model, self.depth, o.weight_decay, o.layer_decay), lr=0.0
+            layer_decay_groups(self.model, o.weight_decay, o.layer_decay), lr=0.0
         )
         self.peak_lr = o.lr * o.batch_size * self.dist.world_size / 256
         self.train_model: nn.Module = self.model

@@ -16,6 +16,9 @@ from torch import Tensor, nn
 from mimkit.errors import ConfigError
 from mimkit.models.readout import Readout, ReadoutRequest
 
+# Parameters before the first block (layer 0 of layer-wise LR decay) in ViT-style naming.
+EMBEDDINGS = ("patch_embed", "cls_token", "reg_token", "pos_embed", "masked_embed", "norm_pre")
+
 # Attention read-outs a backbone may support (see models/readout.py).
 CLS_ROWS = "cls"  # per block: the pooled (CLS) token's attention to every patch
 ROLLOUT = "rollout"  # attention rollout over a range of blocks, read on the CLS row
@@ -75,6 +78,16 @@ class Backbone(nn.Module):
         """Names of parameters (in this module) that take no weight decay besides biases and
         norms, e.g. tokens and position embeddings."""
         return set()
+
+    def layer_id(self, name: str) -> int:
+        """The layer of parameter ``name`` (in this module) for layer-wise LR decay, BEiT's
+        numbering: 0 for the embeddings, ``i + 1`` for the ``i``-th block to run, ``depth + 1``
+        for what comes after the blocks (the final norm). This is the ViT naming
+        (``blocks.I.``), after :attr:`external_prefix`; other layouts override it."""
+        parts = name.removeprefix(self.external_prefix).split(".")
+        if parts[0] == "blocks":
+            return int(parts[1]) + 1
+        return 0 if parts[0] in EMBEDDINGS else self.depth + 1
 
     def check_request(self, request: ReadoutRequest) -> None:
         wanted = {CLS_ROWS} if request.cls_layers else set()

@@ -107,6 +107,16 @@ class BackboneSpec:
         d["depths"] = list(self.depths)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackboneSpec:
+        """What :meth:`to_dict` wrote, or a description written before Swin and timm
+        backbones (a ViT's fields only, no ``family``). TypeError when it is neither."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        values.setdefault("family", "vit")
+        values["depths"] = tuple(values.get("depths", ()))
+        return cls(**values)
+
     def metadata(self) -> dict[str, str]:
         """The spec as strings (safetensors metadata); :meth:`from_metadata` reads it back."""
         d = self.to_dict()

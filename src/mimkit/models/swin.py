@@ -180,6 +180,15 @@ class SwinTransformer(Backbone):
         tables = {n for n, _ in self.named_parameters() if n.endswith("position_bias_table")}
         return {"masked_embed"} | tables
 
+    def layer_id(self, name: str) -> int:
+        """Blocks are numbered across stages in the order they run; a stage's patch merging
+        shares the layer of the block before it."""
+        parts = name.split(".")
+        if parts[0] == "layers":
+            before = sum(self.spec.depths[: int(parts[1])])
+            return before + int(parts[3]) + 1 if parts[2] == "blocks" else before
+        return 0 if parts[0] in ("patch_embed", "masked_embed") else self.depth + 1
+
     def _embed(self, x: Tensor, mask: Tensor | None) -> Tensor:
         tokens = self.patch_embed(x)  # [B, H, W, C]
         if mask is not None:
