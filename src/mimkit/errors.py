@@ -24,6 +24,11 @@ class OutputError(MimkitError):
     a read-only or full disk) or is in use by another run."""
 
 
+class NonFiniteLossError(MimkitError):
+    """The loss, the gradients or the weights became NaN or infinite. The step was not
+    applied, and the checkpoint in place is the last one known good."""
+
+
 class MimkitWarning(UserWarning):
     """Something the user should know that does not stop the work; the CLI prints it as one
     ``mimkit COMMAND: warning: ...`` line."""

@@ -13,12 +13,12 @@ import torch
 from finetune_fixtures import stripes_folder
 
 from mimkit.cli import main
+from mimkit.errors import NonFiniteLossError
 from mimkit.finetune import Finetuner, finetune
 from mimkit.folder_lock import FolderInUseError
 from mimkit.models import build_vit
 from mimkit.train.checkpoint import load_checkpoint
 from mimkit.train.logging import read_log
-from mimkit.train.loop import NonFiniteLossError
 
 
 def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_path):

@@ -7,6 +7,7 @@ import sys
 
 from mimkit.commands.argtypes import positive_float, positive_int, subset_arg
 from mimkit.commands.config_args import Flags, add_config_arguments, config_overrides
+from mimkit.errors import NonFiniteLossError
 
 FLAGS: Flags = {
     "--init": ("run.init", str, "backbone weights (any file mimkit knn reads) or 'random'"),
@@ -56,7 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mimkit.finetune import Finetuner, load_finetune_config
     from mimkit.finetune.results import RESULTS_NAME, summary_lines
-    from mimkit.train.loop import NonFiniteLossError
 
     cfg = load_finetune_config(args.config, config_overrides(args, FLAGS))
     trainer = Finetuner(cfg, resume=not args.no_resume, resume_from=args.resume)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mimkit import __version__
-from mimkit.errors import CheckpointError, ConfigError
+from mimkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
 from mimkit.finetune.data import build_data, val_shard, validate_data
@@ -32,10 +32,10 @@ from mimkit.finetune.optim import layer_decay_groups, set_learning_rate
 from mimkit.finetune.results import best_epoch, write_results
 from mimkit.finetune.resume import CHECKPOINT_KIND, read_resumable
 from mimkit.train import checkpoint as ckpt
+from mimkit.train.amp import amp_dtype, autocast
 from mimkit.train.data import TrainData
 from mimkit.train.distributed import DistInfo, barrier, start_process
 from mimkit.train.logging import RunLogger
-from mimkit.train.loop import NonFiniteLossError, amp_dtype, autocast
 from mimkit.train.optim import clip_gradients
 from mimkit.train.pretrain import lock_output_dir
 from mimkit.train.sampling import EpochSampler, mix_seed
@@ -186,8 +186,7 @@ class Finetuner:
     def save(self, step: int) -> None:
         """Save the state after ``step`` steps, unless a weight is not finite: then the last
         checkpoint stays and NonFiniteLossError says which step it holds."""
-        weights = [p for p in self.model.state_dict().values() if p.is_floating_point()]
-        if not bool(torch.stack([torch.isfinite(w).all() for w in weights]).all()):
+        if not ckpt.all_finite(self.model.state_dict()):
             raise self._non_finite(f"non-finite weights after step {step}")
         if self.dist.is_main:
             ckpt.save_atomic(self.state(step), self.out / ckpt.LATEST)

@@ -81,6 +81,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    """Every tensor in nested dicts / lists (a checkpoint state)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _tensors(v)]
+    if isinstance(tree, (list, tuple)):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
+def all_finite(state: Any) -> bool:
+    """Whether every floating-point tensor of a checkpoint state is finite."""
+    tensors = [t for t in _tensors(state) if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def check_same_epochs(
+    path: Path, state: dict[str, Any], batch_size: int, world_size: int, steps_per_epoch: int
+) -> None:
+    """A step count means the same epoch only at the same steps per epoch: resuming with
+    another batch size (or number of processes, or data) would move epochs and schedules."""
+    saved_batch = state.get("config", {}).get("optim", {}).get("batch_size")
+    saved_world = state.get("world_size", 1)
+    saved_spe = state.get("steps_per_epoch", steps_per_epoch)
+    if saved_batch is None:
+        return  # not a mimkit training checkpoint: loading it says what is wrong
+    if (saved_batch, saved_world, saved_spe) == (batch_size, world_size, steps_per_epoch):
+        return
+    raise CheckpointError(
+        f"{path} was trained at {saved_spe} steps per epoch (batch size {saved_batch} x "
+        f"{saved_world} process(es)); this run has {steps_per_epoch} (batch size "
+        f"{batch_size} x {world_size}): resume with the same batch size, processes and data, "
+        "or choose another --output-dir"
+    )
+
+
 class KeptCheckpoints:
     """``checkpoint.pth``, plus the checkpoint before it until the newest is known good.
 

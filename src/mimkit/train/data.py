@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -14,10 +16,34 @@ from mimkit.data import (
     check_images,
     default_normalization,
 )
-from mimkit.errors import ConfigError
+from mimkit.errors import ConfigError, DataError
 from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.distributed import DistInfo
 from mimkit.train.sampling import EpochSampler, SeededViews
+
+T = TypeVar("T")
+
+
+def stop_on_data_error(
+    batches: Iterable[T], first_step: int, before_stop: Callable[[int], str]
+) -> Iterator[T]:
+    """``batches``, but an image that cannot be read mid-run (``on_bad_image=error``; the
+    up-front check reads headers only) stops the run with a one-line DataError, after
+    ``before_stop(step)`` (e.g. a save), whose text ends the message. Each batch is trained
+    on before the next is asked for: the step is ``first_step`` + the batches yielded."""
+    it, step = iter(batches), first_step
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as err:
+            # From a loader worker the message carries the worker's traceback: keep the
+            # error's own last line.
+            msg = str(err).strip().splitlines()[-1].removeprefix("mimkit.errors.DataError: ")
+            raise DataError(msg + before_stop(step)) from None
+        yield batch
+        step += 1
 
 
 @dataclass

@@ -8,11 +8,10 @@ streams seeded by ``(seed, step, rank)`` and the data order is a pure function o
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,20 @@ from tqdm.auto import tqdm
 
 from mimkit import __version__
 from mimkit.config import PretrainConfig
-from mimkit.errors import CheckpointError, DataError, MimkitError
+from mimkit.errors import CheckpointError, NonFiniteLossError
 from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
-from mimkit.train.data import TrainData
+from mimkit.train.amp import amp_dtype, autocast
+from mimkit.train.data import TrainData, stop_on_data_error
 from mimkit.train.distributed import DistInfo, barrier
+from mimkit.train.epoch_stats import EpochStats
 from mimkit.train.logging import RunLogger
 from mimkit.train.method import EpochHook, Method
-from mimkit.train.metrics import ari, nmi
 from mimkit.train.optim import build_optimizer, clip_gradients, set_hyperparameters
 from mimkit.train.sampling import step_seed
 from mimkit.train.schedules import Schedules
 from mimkit.train.signals import StopFlag, saving_notice
 from mimkit.train.waiting import WaitClock
-
-
-class NonFiniteLossError(MimkitError):
-    """The loss, the gradients or the weights became NaN or infinite. The step was not
-    applied, and the checkpoint in place is the last one known good."""
 
 
 @dataclass
@@ -55,31 +50,6 @@ class StepResult:
 class FitResult:
     status: str  # finished, max_steps or stopped
     step: int
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """``run.amp`` as an autocast dtype: auto is bf16 on CUDA, none elsewhere."""
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "none"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-
-def _tensors(tree: Any) -> list[Tensor]:
-    """Every tensor in nested dicts / lists (a checkpoint state)."""
-    if isinstance(tree, Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _tensors(v)]
-    if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _tensors(v)]
-    return []
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` on ``device`` (from :func:`amp_dtype`); None: full precision."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class TrainLoop:
@@ -140,7 +110,9 @@ class TrainLoop:
                 f"{path} was trained with another model config ({saved}); "
                 "use its config or another --output-dir"
             )
-        self._check_same_epochs(path, state)
+        ckpt.check_same_epochs(
+            path, state, self.data.batch_size, self.dist.world_size, self.steps_per_epoch
+        )
         try:
             self.method.load_checkpoint_state(state)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -150,29 +122,12 @@ class TrainLoop:
             raise CheckpointError(msg) from None
         self.start_step = int(state["step"])
 
-    def _check_same_epochs(self, path: Path, state: dict[str, Any]) -> None:
-        """A step count means the same epoch only at the same steps per epoch: resuming with
-        another batch size (or number of processes, or data) would move epochs and schedules."""
-        saved_batch = state.get("config", {}).get("optim", {}).get("batch_size")
-        saved_world = state.get("world_size", 1)
-        saved_spe = state.get("steps_per_epoch", self.steps_per_epoch)
-        now_batch, now_world = self.data.batch_size, self.dist.world_size
-        if saved_batch is None:
-            return  # not a mimkit training checkpoint: the load below says what is wrong
-        if (saved_batch, saved_world, saved_spe) == (now_batch, now_world, self.steps_per_epoch):
-            return
-        raise CheckpointError(
-            f"{path} was trained at {saved_spe} steps per epoch (batch size {saved_batch} x "
-            f"{saved_world} process(es)); this run has {self.steps_per_epoch} (batch size "
-            f"{now_batch} x {now_world}): resume with the same batch size, processes and data, "
-            "or choose another --output-dir"
-        )
-
     def save(self, step: int) -> Path:
         """Save the state after ``step`` steps, unless a weight is not finite: then the last
         checkpoint stays and NonFiniteLossError says which step it holds."""
         path = self.out / ckpt.LATEST
-        if not self._state_finite():  # the same weights on every rank: all stop together
+        # The same weights on every rank: all stop together.
+        if not ckpt.all_finite(self.method.checkpoint_state()):
             raise self._non_finite(f"non-finite weights after step {step}")
         if self.dist.is_main:
             self.kept.save(self.state(step))
@@ -181,9 +136,6 @@ class TrainLoop:
         return path
 
     # -- one step -----------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.amp_dtype)
-
     def train_step(self, crops: list[Tensor], step: int, extras: Any = None) -> StepResult:
         """Forward, backward, optimiser step and the method's after-step update. ``extras``:
         what the loader workers computed for the method (``None``: the method does it)."""
@@ -192,7 +144,7 @@ class TrainLoop:
         set_hyperparameters(self.optimizer, lr, wd)
         seed = step_seed(self.cfg.run.seed, step, self.dist.rank)
         torch.manual_seed(seed)
-        with self._autocast():
+        with autocast(self.device, self.amp_dtype):
             out = self.method.train_step(crops, step, seed, extras)
         stats = {"loss": out.loss.detach().float(), **out.stats}
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,28 +166,14 @@ class TrainLoop:
         values.update(lr=lr, wd=wd, **out.scalars)
         return StepResult(values, out.assign)
 
-    def _stop_on_data_error(self, loader: Iterable[Any], first_step: int) -> Iterator[Any]:
-        """The loader's batches; an image that cannot be read mid-run (``on_bad_image=error``;
-        the up-front check reads headers only) saves the state so far and stops in one line.
-        Each batch is trained on before the next is asked for: the step is first + yielded."""
-        batches = iter(loader)
-        step = first_step
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except DataError as err:
-                # From a loader worker the message carries the worker's traceback: keep the
-                # error's own last line.
-                msg = str(err).strip().splitlines()[-1].removeprefix("mimkit.errors.DataError: ")
-                if not self.dist.enabled:  # other processes cannot join a save now
-                    if step != self.last_saved:
-                        self.save(step)
-                    msg += f"; the state after step {step} is saved: rerun to resume"
-                raise DataError(msg) from None
-            yield batch
-            step += 1
+    def _save_on_data_error(self, step: int) -> str:
+        """Before a data error stops the run: save the state after ``step`` steps (alone:
+        other processes cannot join a save now); what to add to the error."""
+        if self.dist.enabled:
+            return ""
+        if step != self.last_saved:
+            self.save(step)
+        return f"; the state after step {step} is saved: rerun to resume"
 
     # -- non-finite values ----------------------------------------------------------------
     def _check_step_finite(self, values: dict[str, float], step: int) -> None:
@@ -245,10 +183,6 @@ class TrainLoop:
             raise self._non_finite(f"non-finite loss {values['loss']} at step {step}", step)
         if not self.scaler.is_enabled() and not math.isfinite(values["grad_norm"]):
             raise self._non_finite(f"non-finite gradient norm at step {step}", step)
-
-    def _state_finite(self) -> bool:
-        tensors = [t for t in _tensors(self.method.checkpoint_state()) if t.is_floating_point()]
-        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def _non_finite(self, what: str, step: int | None = None) -> NonFiniteLossError:
         """The error for non-finite values met at ``step`` (None: while saving). When the
@@ -291,7 +225,6 @@ class TrainLoop:
         run = self.cfg.run
         b = self.data.batch_size * self.dist.world_size
         step = epoch * self.steps_per_epoch + start_batch
-        assigns, labels = [], []
         bar = tqdm(
             total=self.steps_per_epoch,
             initial=start_batch,
@@ -300,12 +233,12 @@ class TrainLoop:
             unit="step",
             dynamic_ncols=True,
         )
-        sums: dict[str, float] = {}
-        count, status, t0 = 0, "ok", time.perf_counter()
+        stats, status, t0 = EpochStats(), "ok", time.perf_counter()
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
         clock = WaitClock()
         # Only the batches this run takes: none is built for nothing past ``last``.
-        batches = self._stop_on_data_error(itertools.islice(loader, last - step), step)
+        batches = itertools.islice(loader, last - step)
+        batches = stop_on_data_error(batches, step, self._save_on_data_error)
         for crops, label, extras in clock.iterate(batches):
             try:
                 result = self.train_step(crops, step, extras)
@@ -315,13 +248,8 @@ class TrainLoop:
             if step == self.last_saved:
                 self.kept.confirm()  # a finite step from the saved state: it is good
             step += 1
-            count += 1
-            for k, v in result.values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if result.assign is not None:
-                assigns.append(result.assign.cpu())
-                labels.append(label)
-            ips = count * b / max(time.perf_counter() - t0, 1e-9)
+            stats.add(result.values, result.assign, label)
+            ips = stats.count * b / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{result.values['loss']:.3f}", img_s=f"{ips:.0f}")
             if step % run.log_every_steps == 0:
@@ -334,17 +262,14 @@ class TrainLoop:
         bar.close()
         if step != (epoch + 1) * self.steps_per_epoch:
             return step, status  # a part of an epoch has step records only, no epoch record
-        means = {k: v / count for k, v in sums.items()}
+        means = stats.means()
         elapsed = max(time.perf_counter() - t0, 1e-9)
-        means["images_per_s"] = count * b / elapsed
+        means["images_per_s"] = stats.count * b / elapsed
         # The fraction of the epoch spent waiting for batches (loader start-up included).
         means["data_wait"] = clock.waited / elapsed
-        if assigns:
-            y, c = torch.cat(labels).numpy(), torch.cat(assigns).numpy()
-            means["nmi"], means["ari"] = nmi(y, c), ari(y, c)
         self._end_epoch(epoch + 1, means)
         # "steps": how many steps the means cover (fewer when this epoch was resumed mid-way).
-        self.logger.log("epoch", step, {"epoch": epoch + 1, "steps": count, **means})
+        self.logger.log("epoch", step, {"epoch": epoch + 1, "steps": stats.count, **means})
         if self.dist.is_main and run.progress:
             keys = ("loss", *self.method.progress_keys, "nmi", "knn_top1")
             shown = ", ".join(f"{k} {means[k]:.4g}" for k in keys if k in means)

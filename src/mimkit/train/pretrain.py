@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mimkit.config import PretrainConfig
-from mimkit.errors import OutputError
+from mimkit.errors import NonFiniteLossError, OutputError
 from mimkit.evaluate.online import OnlineKnnHook
 from mimkit.folder_lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo, from_main, start_process
-from mimkit.train.loop import NonFiniteLossError, TrainLoop
+from mimkit.train.loop import TrainLoop
 from mimkit.train.meta_arch import IBOTMetaArch
 from mimkit.train.schedules import Schedules
 from mimkit.validation import validate_config
