@@ -35,6 +35,8 @@ class ModelConfig:
     head_layers: int = 3
     shared_head: bool = True  # patch head shares the CLS head's last layer (iBOT default)
     norm_last_layer: bool = True
+    # Position embeddings of smaller crops: "size" (exact resize) or "dino" (DINO / iBOT's).
+    pos_interpolation: str = "size"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class DataConfig:
     grayscale_prob: float = 0.2
     blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
     solarize_prob: float = 0.2
+    blur_sigma_scaled: bool = True  # sigma scales with the crop; false: 0.1-2 px on all (DINO)
 
 
 RATIO_PER = ("image", "batch", "step")

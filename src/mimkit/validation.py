@@ -22,6 +22,7 @@ from mimkit.masking import (
 )
 from mimkit.masking.select import floor_count
 from mimkit.models import backbone_spec
+from mimkit.models.vit import POS_INTERPOLATIONS
 from mimkit.train.optim import CLIP_MODES
 from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
@@ -59,6 +60,12 @@ def validate_config(cfg: PretrainConfig) -> None:
     check_supported(scores, backbone.readouts, m.arch)
     k = cfg.masking.validate()
     o = cfg.optim
+    _check_choice("model.pos_interpolation", m.pos_interpolation, POS_INTERPOLATIONS)
+    if m.pos_interpolation != "size" and backbone.family != "vit":
+        raise ConfigError(
+            f"model.pos_interpolation {m.pos_interpolation!r} applies to mimkit's ViT only, "
+            f"not to {m.arch}"
+        )
     _check_choice("optim.clip_mode", o.clip_mode, CLIP_MODES)
     _check_choice("optim.lr_warmup", o.lr_warmup, LR_WARMUPS)
     _check_choice("loss.teacher_temp_warmup", cfg.loss.teacher_temp_warmup, TEMP_WARMUPS)

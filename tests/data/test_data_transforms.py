@@ -10,7 +10,7 @@ from mimkit.data import (
     eval_transform,
     train_eval_transform,
 )
-from mimkit.data.transforms import RandomGaussianBlur, blur_sigma
+from mimkit.data.transforms import Augmentations, RandomGaussianBlur, blur_sigma
 
 
 @pytest.mark.parametrize(
@@ -30,6 +30,20 @@ def test_blur_sigma_scales_with_the_crop():
     assert blur_sigma(224) == pytest.approx((0.1, 2.0))
     assert blur_sigma(96)[1] == pytest.approx(2.0 * 96 / 224)
     assert blur_sigma(28)[1] == 0.5 and blur_sigma(28)[0] == pytest.approx(0.0125)
+
+
+def test_reference_blur_sigma_is_the_same_on_every_crop():
+    # DINO / iBOT blur 96 px local crops with sigma 0.1-2.0 px, as the 224 px global ones.
+    assert blur_sigma(96, scaled=False) == (0.1, 2.0) == blur_sigma(28, scaled=False)
+    t = MultiCropTransform(224, 96, 2, 2, augment=Augmentations(blur_sigma_scaled=False))
+    blurs = [
+        op for c in (t.global1, t.global2, t.local) for op in c.transforms
+        if isinstance(op, RandomGaussianBlur)
+    ]
+    assert [b.sigma for b in blurs] == [(0.1, 2.0)] * 3
+    scaled = MultiCropTransform(224, 96, 2, 2)
+    local_blur = [op for op in scaled.local.transforms if isinstance(op, RandomGaussianBlur)]
+    assert local_blur[0].sigma == pytest.approx(blur_sigma(96))
 
 
 def test_blur_is_seeded_and_blurs():

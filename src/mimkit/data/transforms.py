@@ -42,9 +42,15 @@ def default_normalization(spec: str | None = "embedded") -> Stats:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def blur_sigma(crop_size: int) -> tuple[float, float]:
+DINO_BLUR_SIGMA = (0.1, 2.0)
+
+
+def blur_sigma(crop_size: int, scaled: bool = True) -> tuple[float, float]:
     """DINO's blur sigma range, (0.1, 2.0) px at 224 px, scaled with the crop size; the upper
-    end stays at least 0.5 px so that small crops still get a visible blur."""
+    end stays at least 0.5 px so that small crops still get a visible blur. ``scaled=False``
+    gives DINO's and iBOT's own rule: (0.1, 2.0) px on every crop, 96 px local ones too."""
+    if not scaled:
+        return DINO_BLUR_SIGMA
     scale = crop_size / 224
     return 0.1 * scale, max(0.5, 2.0 * scale)
 
@@ -73,17 +79,14 @@ class RandomGaussianBlur:
         return f"RandomGaussianBlur(p={self.p}, sigma={self.sigma})"
 
 
-def _blur(size: int, p: float) -> RandomGaussianBlur:
-    return RandomGaussianBlur(p, blur_sigma(size))
-
-
 @dataclass(frozen=True)
 class Augmentations:
     """Probabilities and strengths of the multi-crop augmentations (DINO's by default).
 
     ``blur_prob`` is (global crop 1, global crops 2..g, local crops); solarisation applies to
     global crops 2..g. ``jitter_strength`` scales DINO's colour jitter (brightness 0.4,
-    contrast 0.4, saturation 0.2, hue 0.1); 0 turns the jitter off.
+    contrast 0.4, saturation 0.2, hue 0.1); 0 turns the jitter off. ``blur_sigma_scaled``:
+    blur sigmas scale with the crop size (see :func:`blur_sigma`).
     """
 
     flip_prob: float = 0.5
@@ -92,6 +95,7 @@ class Augmentations:
     grayscale_prob: float = 0.2
     blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
     solarize_prob: float = 0.2
+    blur_sigma_scaled: bool = True
 
     def photometric(self) -> list:
         s = self.jitter_strength
@@ -142,23 +146,27 @@ class MultiCropTransform:
             return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic)
 
         aug = augment or Augmentations()
+
+        def blur(size: int, p: float) -> RandomGaussianBlur:
+            return RandomGaussianBlur(p, blur_sigma(size, aug.blur_sigma_scaled))
+
         self.augment = aug
         blur1, blur2, blur_local = aug.blur_prob
         solarize = [T.RandomSolarize(128, p=aug.solarize_prob)] if aug.solarize_prob > 0 else []
         self.global1 = T.Compose(
-            [rrc(global_size, global_scale), *aug.photometric(), _blur(global_size, blur1), norm]
+            [rrc(global_size, global_scale), *aug.photometric(), blur(global_size, blur1), norm]
         )
         self.global2 = T.Compose(
             [
                 rrc(global_size, global_scale),
                 *aug.photometric(),
-                _blur(global_size, blur2),
+                blur(global_size, blur2),
                 *solarize,
                 norm,
             ]
         )
         self.local = T.Compose(
-            [rrc(local_size, local_scale), *aug.photometric(), _blur(local_size, blur_local), norm]
+            [rrc(local_size, local_scale), *aug.photometric(), blur(local_size, blur_local), norm]
         )
 
     def __call__(self, img) -> list[torch.Tensor]:

@@ -75,8 +75,15 @@ class BackboneSpec:
         return self
 
     # -- building and describing ----------------------------------------------------------
-    def build(self, drop_path_rate: float = 0.0) -> Backbone:
+    def build(self, drop_path_rate: float = 0.0, pos_interpolation: str = "size") -> Backbone:
+        """The backbone; ``pos_interpolation`` (mimkit's ViT only) is how smaller crops get
+        their position embeddings (``models/vit.py``)."""
         self.check()
+        if pos_interpolation != "size" and self.family != "vit":
+            raise ConfigError(
+                f"model.pos_interpolation {pos_interpolation!r} applies to mimkit's ViT "
+                f"only, not to {self.arch}"
+            )
         if self.family == "swin":
             from mimkit.models.swin import SwinTransformer
 
@@ -97,6 +104,7 @@ class BackboneSpec:
             mlp_ratio=self.mlp_ratio,
             qkv_bias=self.qkv_bias,
             drop_path_rate=drop_path_rate,
+            pos_interpolation=pos_interpolation,
         )
 
     def replace(self, **changes: Any) -> BackboneSpec:

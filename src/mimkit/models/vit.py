@@ -22,6 +22,10 @@ from mimkit.models.readout import (
     attention_with_readout,
 )
 
+# How a grid other than the trained one gets its position embeddings: an exact bicubic
+# resize to the new grid (mimkit) or DINO / iBOT's scale factor (g + 0.1) / g0.
+POS_INTERPOLATIONS = ("size", "dino")
+
 
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
@@ -108,8 +112,15 @@ class VisionTransformer(Backbone):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
+        pos_interpolation: str = "size",
     ) -> None:
         super().__init__()
+        if pos_interpolation not in POS_INTERPOLATIONS:
+            raise ValueError(
+                f"pos_interpolation must be one of {', '.join(POS_INTERPOLATIONS)}, "
+                f"got {pos_interpolation!r}"
+            )
+        self.pos_interpolation = pos_interpolation
         if img_size % patch_size:
             raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}")
         self.img_size = img_size
@@ -141,7 +152,7 @@ class VisionTransformer(Backbone):
 
     # -- forward ------------------------------------------------------------------------
     def interpolate_pos_embed(self, gh: int, gw: int) -> Tensor:
-        return resize_pos_embed(self.pos_embed, gh, gw)
+        return resize_pos_embed(self.pos_embed, gh, gw, mode=self.pos_interpolation)
 
     def prepare_tokens(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, _, h, w = x.shape
@@ -185,16 +196,26 @@ class VisionTransformer(Backbone):
         return outs
 
 
-def resize_pos_embed(pos: Tensor, gh: int, gw: int, prefix: int = 1) -> Tensor:
+def resize_pos_embed(
+    pos: Tensor, gh: int, gw: int, prefix: int = 1, mode: str = "size"
+) -> Tensor:
     """A square grid's position embedding ``[1, prefix + G*G, D]`` resized (bicubic) to a
-    ``gh x gw`` grid; the ``prefix`` (CLS) positions are kept as they are."""
+    ``gh x gw`` grid; the ``prefix`` (CLS) positions are kept as they are. ``mode`` is one of
+    :data:`POS_INTERPOLATIONS`."""
     n = pos.shape[1] - prefix
     g0 = int(math.isqrt(n))
     if gh == g0 and gw == g0:
         return pos
     head, grid = pos[:, :prefix], pos[:, prefix:]
     grid = grid.reshape(1, g0, g0, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+    if mode == "dino":
+        # DINO / iBOT resample with the scale factor (g + 0.1) / g0 (the 0.1 guards the
+        # output size against float error); the sampling positions follow that factor,
+        # so they differ from an exact resize to g.
+        scale = ((gh + 0.1) / g0, (gw + 0.1) / g0)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic")
+    else:
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1).to(pos.dtype)
     return torch.cat([head, grid], dim=1)
 

@@ -93,6 +93,7 @@ def multicrop_transform(cfg: PretrainConfig) -> MultiCropTransform:
             grayscale_prob=d.grayscale_prob,
             blur_prob=tuple(d.blur_prob),
             solarize_prob=d.solarize_prob,
+            blur_sigma_scaled=d.blur_sigma_scaled,
         ),
     )
 

@@ -52,6 +52,16 @@ class FitResult:
     step: int
 
 
+def same_model_config(saved: dict[str, Any], cfg: PretrainConfig) -> bool:
+    """Whether a checkpoint's model section matches ``cfg``'s. A field the checkpoint
+    predates (added to mimkit later) matches when ``cfg`` keeps it at its default."""
+    defaults = PretrainConfig().to_dict()["model"]
+    current = cfg.to_dict()["model"]
+    return set(saved) <= set(current) and all(
+        saved.get(key, defaults[key]) == value for key, value in current.items()
+    )
+
+
 class TrainLoop:
     def __init__(
         self,
@@ -105,7 +115,7 @@ class TrainLoop:
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         saved = state.get("config", {}).get("model")
-        if saved is not None and saved != self.cfg.to_dict()["model"]:
+        if saved is not None and not same_model_config(saved, self.cfg):
             raise CheckpointError(
                 f"{path} was trained with another model config ({saved}); "
                 "use its config or another --output-dir"

@@ -33,7 +33,8 @@ from mimkit.weights import load_backbone
 
 def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
     m = cfg.model
-    backbone = backbone_spec(m.arch, m.img_size, m.patch_size).build(drop_path)
+    spec = backbone_spec(m.arch, m.img_size, m.patch_size)
+    backbone = spec.build(drop_path, pos_interpolation=m.pos_interpolation)
     head = IBOTHead(
         backbone.embed_dim,
         m.out_dim,
