@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mimkit.compare.launch import (
     CompareInterrupted,
     Nodes,
@@ -24,8 +26,15 @@ from mimkit.compare.launch import (
     pretrain_torchrun,
 )
 from mimkit.compare.spec import CompareConfig, EvalSettings, RunSpec, identity_hash
+from mimkit.data import build_dataset, dataset_fingerprint, default_normalization
+from mimkit.data import eval_transform as make_eval_transform
+from mimkit.devices import resolve_device
 from mimkit.errors import MimkitError
+from mimkit.evaluate import cached_features, knn_evaluate, train_linear
+from mimkit.evaluate.features import feature_cache_key
 from mimkit.train.checkpoint import LATEST, epoch_checkpoint
+from mimkit.train.logging import read_log
+from mimkit.weights.io import load_pretrained
 
 EVAL_FILE = "eval.json"
 LAUNCHERS = ("inprocess", "torchrun")
@@ -87,8 +96,6 @@ def run_status(run: RunSpec, ev: EvalSettings) -> str:
 def _training_finished(run: RunSpec) -> bool:
     """The latest checkpoint holds every epoch. (Not the epoch log: a run stopped in the
     middle of an epoch logs that epoch too.)"""
-    import torch
-
     path = run.out / LATEST
     if not path.is_file():
         return False
@@ -112,10 +119,6 @@ class _EvalData:
 
 
 def _eval_data(run: RunSpec) -> _EvalData:
-    from mimkit.data import build_dataset, dataset_fingerprint, default_normalization
-    from mimkit.data import eval_transform as make_eval_transform
-    from mimkit.devices import resolve_device
-
     cfg = run.config
     d = cfg.data
     mean, std = default_normalization(d.dataset)
@@ -149,10 +152,6 @@ def evaluate_checkpoint(
     run: RunSpec, ev: EvalSettings, path: Path, data: _EvalData, linear: bool
 ) -> dict[str, Any]:
     """k-NN (and the linear probe when ``linear``) of the checkpoint's teacher backbone."""
-    from mimkit.evaluate import cached_features, knn_evaluate, train_linear
-    from mimkit.evaluate.features import feature_cache_key
-    from mimkit.weights.io import load_pretrained
-
     model, spec, _ = load_pretrained(path, "teacher")
     model.to(data.device).eval()
 
@@ -216,8 +215,6 @@ def evaluate_checkpoint(
 
 
 def _epoch_log(run: RunSpec) -> dict[int, dict[str, Any]]:
-    from mimkit.train.logging import read_log
-
     return {int(r["epoch"]): r for r in read_log(run.out, "epoch") if "epoch" in r}
 
 
