@@ -7,6 +7,7 @@ Overrides use dotted paths (``optim.lr=1e-3``) and are parsed as YAML scalars or
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -332,4 +333,13 @@ def load_sections(
 
 
 def load_config(name_or_path: str | None, overrides: list[tuple[str, Any]] = ()) -> PretrainConfig:
-    return load_sections(PretrainConfig, name_or_path, overrides)
+    """A pretraining config; fields that must fit the patch grid and that the overrides
+    changed the grid of without setting them are derived again (``grid_fields.py``)."""
+    from mimkit.grid_fields import derive_grid_fields
+
+    base = load_sections(PretrainConfig, name_or_path)
+    cfg = copy.deepcopy(base)
+    for key, value in overrides:
+        set_field(cfg, key, value)
+    derive_grid_fields(base, cfg, {key for key, _ in overrides})
+    return cfg

@@ -13,6 +13,7 @@ from mimkit.config import PretrainConfig
 from mimkit.config_ranges import check_ranges
 from mimkit.data import validate_data_spec
 from mimkit.errors import ConfigError
+from mimkit.grid_fields import sizes_that_work
 from mimkit.masking import (
     MaskStrategy,
     ScoreSpec,
@@ -36,7 +37,9 @@ def validate_config(cfg: PretrainConfig) -> None:
     if d.local_crops and d.local_crop_size % stride:
         what = "patch size" if stride == m.patch_size else "final-stage stride"
         raise ConfigError(
-            f"local crop size {d.local_crop_size} is not divisible by {what} {stride}"
+            f"local crop size {d.local_crop_size} is not divisible by {what} {stride}; "
+            f"sizes that work: {sizes_that_work(d.local_crop_size, m.img_size, stride)} "
+            f"(--set data.local_crop_size=N)"
         )
     for name, (lo, hi) in (("global_scale", d.global_scale), ("local_scale", d.local_scale)):
         if lo > hi:

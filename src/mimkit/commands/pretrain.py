@@ -70,11 +70,15 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, collect_overrides(args))
 
+    from mimkit.data import describe_data_spec
+
     def announce(loop: TrainLoop) -> None:
         if loop.dist.is_main:
+            m, d = cfg.model, cfg.data
             print(
-                f"mimkit pretrain: {cfg.model.arch} {cfg.model.img_size}px/{cfg.model.patch_size}, "
-                f"masks {' '.join(cfg.masking.strategies)}, data {cfg.data.dataset} "
+                f"mimkit pretrain: {m.arch} {m.img_size}px/{m.patch_size}, "
+                f"local crops {d.local_crops}x{d.local_crop_size}px, "
+                f"masks {' '.join(cfg.masking.strategies)}, data {describe_data_spec(d.dataset)} "
                 f"({len(loop.data.dataset)} images), {loop.steps_per_epoch} steps/epoch, "
                 f"device {loop.device}, output {loop.out}"
                 + (f", resuming at step {loop.start_step}" if loop.start_step else ""),

@@ -1,9 +1,10 @@
 """``build_dataset``: one entry point for every data source, plus fast checks and helpers.
 
 Specs: ``"embedded"`` (default), ``"fashion-mnist:DIR"`` / ``"mnist:DIR"`` (IDX files),
-``"cifar10:DIR"``, ``"cifar100:DIR"``, ``"stl10:DIR"``, ``"folder:DIR"`` or a plain path
-(ImageFolder: ``DIR/train/CLASS/IMG`` and ``DIR/val/...``, or ``DIR/CLASS/IMG`` as the train
-split when ``DIR`` has no ``train/``).
+``"cifar10:DIR"``, ``"cifar100:DIR"``, ``"stl10:DIR"``, ``"folder:DIR"`` (ImageFolder:
+``DIR/train/CLASS/IMG`` and ``DIR/val/...``, or ``DIR/CLASS/IMG`` as the train split when
+``DIR`` has no ``train/``) or a plain path, whose kind is recognised from its files
+(``detect.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mimkit.data.datasets import (
     stl10_files,
     walk_once,
 )
+from mimkit.data.detect import LAYOUTS, NAMES, detect_kind
 from mimkit.errors import ConfigError, DataError
 
 KINDS = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder")
@@ -50,7 +52,22 @@ def parse_data_spec(spec: str | os.PathLike | None) -> tuple[str, Path | None]:
         if not rest:
             raise DataError(f"data spec {s!r} names no directory")
         return kind.lower(), Path(rest).expanduser()
-    return "folder", Path(s).expanduser()
+    path = Path(s).expanduser()
+    return detect_kind(path) or "folder", path
+
+
+def describe_data_spec(spec: str | os.PathLike | None) -> str:
+    """The spec as given, with what was recognised in a plain folder (for start-up lines)."""
+    kind, path = parse_data_spec(spec)
+    if kind in NAMES and not _explicit(spec):
+        return f"{spec} ({NAMES[kind]}, recognised; or say {kind}:{path})"
+    return str(spec or "embedded")
+
+
+def _explicit(spec: str | os.PathLike | None) -> bool:
+    """Whether ``spec`` names its kind with a prefix (``cifar10:DIR``, ``folder:DIR`` ...)."""
+    kind, sep, _ = str(spec or "").strip().partition(":")
+    return bool(sep) and kind.lower() in KINDS
 
 
 def _check_dir(path: Path) -> None:
@@ -101,13 +118,22 @@ def validate_data_spec(spec: str | os.PathLike | None = "embedded", split: str =
         cifar_files(path, 10 if kind == "cifar10" else 100, part)
     elif kind == "stl10":
         stl10_files(path, split)
+    elif _explicit(spec):
+        _check_image_folder(path, split)
     else:
-        folder = image_folder_split(path, split)
-        classes = [e for e in os.scandir(folder) if e.is_dir() and e.name[0] != "."]
-        if not classes:
-            scan_image_folder(folder)  # raises the right "no images"/"no class folders" error
-        if not any(_first_image(Path(c.path)) for c in classes):
-            raise DataError(f"folder {folder} has class folders but no image files")
+        try:
+            _check_image_folder(path, split)
+        except DataError as err:
+            raise DataError(f"{err}; looked for {'; '.join(LAYOUTS)}") from None
+
+
+def _check_image_folder(path: Path, split: str) -> None:
+    folder = image_folder_split(path, split)
+    classes = [e for e in os.scandir(folder) if e.is_dir() and e.name[0] != "."]
+    if not classes:
+        scan_image_folder(folder)  # raises the right "no images"/"no class folders" error
+    if not any(_first_image(Path(c.path)) for c in classes):
+        raise DataError(f"folder {folder} has class folders but no image files")
 
 
 def build_dataset(

@@ -6,8 +6,8 @@ also seeds ``random`` and ``numpy`` in workers.
 
 Normalisation: ImageNet mean/std by default. :func:`default_normalization` returns the
 Fashion-MNIST statistics (mean 0.286, std 0.353 on every channel, measured on the embedded
-train split) for ``"embedded"`` and ``"fashion-mnist:..."`` specs, MNIST's (0.1307, 0.3081) for
-``"mnist:..."``, and ImageNet's for everything else.
+train split) for ``"embedded"`` and Fashion-MNIST specs, MNIST's (0.1307, 0.3081) for MNIST
+(by prefix or recognised in a plain folder), and ImageNet's for everything else.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 def default_normalization(spec: str | None = "embedded") -> Stats:
     """``(mean, std)`` suited to a data spec (see the module docstring)."""
-    s = (spec or "embedded").strip().lower()
-    if s == "embedded" or s.startswith("fashion-mnist:"):
+    from mimkit.data.build import parse_data_spec  # build imports the data sets
+
+    kind, _ = parse_data_spec(spec)  # a plain folder's kind is recognised from its files
+    if kind in ("embedded", "fashion-mnist"):
         return FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    if s.startswith("mnist:"):
+    if kind == "mnist":
         return MNIST_MEAN, MNIST_STD
     return IMAGENET_MEAN, IMAGENET_STD
 
