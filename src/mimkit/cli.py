@@ -66,3 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         # User errors are one line, no traceback.
         print(f"mimkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C where a command does not handle it itself: one line, the shell's code.
+        print(f"\nmimkit {args.command}: interrupted", file=sys.stderr)
+        return 130

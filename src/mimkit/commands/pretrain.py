@@ -92,15 +92,29 @@ def run(args: argparse.Namespace) -> int:
         if result.is_main:
             print(f"mimkit pretrain: error: {result.error}", file=sys.stderr)
         return 3
-    if result.status == "stopped":
+    if result.status in ("stopped", "interrupted", "knn_interrupted"):
         if result.is_main:
-            print(f"mimkit pretrain: stopped at step {result.step}; rerun to resume.")
+            print(f"mimkit pretrain: {interruption_line(result)}")
         return 130
     if result.is_main:
         print(f"mimkit pretrain: {result.status} at step {result.step}")
         if result.knn:
             print_final_knn(cfg, result.knn)
     return 0
+
+
+def interruption_line(result: Any) -> str:
+    """What a stopped or interrupted run left, in one line."""
+    if result.status == "knn_interrupted":
+        return (
+            f"finished at step {result.step} and saved; the final k-NN was interrupted "
+            f"(mimkit knn --checkpoint {result.checkpoint} runs it)"
+        )
+    if result.step is None:
+        return "interrupted before the first checkpoint; nothing was saved"
+    if result.status == "stopped":
+        return f"stopped at step {result.step}; rerun to resume."
+    return f"interrupted; the checkpoint of step {result.step} is whole: rerun to resume."
 
 
 def print_final_knn(cfg: Any, scores: dict[str, float]) -> None:

@@ -225,10 +225,11 @@ class TrainLoop:
             while step < last and status == "ok":
                 epoch, start_batch = divmod(step, self.steps_per_epoch)
                 step, status = self._run_epoch(epoch, start_batch, last)
-        if status == "ok":
-            status = "finished" if step >= total else "max_steps"
-        if step != self.last_saved:
-            self.save(step)
+            if status == "ok":
+                status = "finished" if step >= total else "max_steps"
+            # Inside the handlers: a first Ctrl-C during this save lets it finish.
+            if step != self.last_saved:
+                self.save(step)
         return FitResult(status, step)
 
     def _run_epoch(self, epoch: int, start_batch: int, last: int) -> tuple[int, str]:

@@ -27,7 +27,10 @@ FINAL_KNN_FILE = "knn_final.json"
 
 @dataclass
 class PretrainResult:
-    status: str  # finished, max_steps, stopped (signal) or non_finite (loss; last good state kept)
+    # finished, max_steps, stopped (signal), non_finite (loss; last good state kept),
+    # interrupted (a second signal, or one outside the steps: the last checkpoint is intact)
+    # or knn_interrupted (training finished and saved, the final k-NN did not run to the end)
+    status: str
     step: int | None  # the step the checkpoint holds (None: non_finite before any save)
     steps_per_epoch: int
     output_dir: Path
@@ -127,9 +130,17 @@ def run_pretraining(
             return PretrainResult(
                 "non_finite", loop.last_saved, loop.steps_per_epoch, loop.out, main, error=str(err)
             )
+        except KeyboardInterrupt:  # saves are atomic: the last checkpoint is whole
+            return PretrainResult(
+                "interrupted", loop.last_saved, loop.steps_per_epoch, loop.out, main
+            )
         result = PretrainResult(fit.status, fit.step, loop.steps_per_epoch, loop.out, main)
         if fit.status == "finished" and cfg.run.final_knn:
-            result.knn = loop.run_hook(knn_hook(cfg)) or None
+            try:
+                result.knn = loop.run_hook(knn_hook(cfg)) or None
+            except KeyboardInterrupt:
+                result.status = "knn_interrupted"
+                return result
             if main and result.knn:
                 (loop.out / FINAL_KNN_FILE).write_text(json.dumps(result.knn, indent=2))
         return result
