@@ -114,3 +114,22 @@ def test_weights_with_nan_are_refused_before_evaluating(ckpt, tmp_path, capsys, 
     assert main([command, "--checkpoint", str(bad), *SMALL]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "hold NaN or infinite values" in err, err
+
+
+def test_knn_on_a_plain_idx_folder_says_what_it_recognised(ckpt, tmp_path, capsys):
+    import numpy as np
+
+    from mimkit.data.idx import write_idx
+
+    data = tmp_path / "garments"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 20), ("t10k", 10)):
+        write_idx(data / f"{part}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(data / f"{part}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+    out = tmp_path / "knn.json"
+    argv = ["knn", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--quiet"]
+    assert main([*argv, "--ks", "5", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    said = f"on {data} (Fashion-MNIST IDX files, recognised; or say fashion-mnist:{data})"
+    assert said in printed

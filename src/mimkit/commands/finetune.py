@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimkit.data import describe_data_spec
     from mimkit.finetune import Finetuner, load_finetune_config
     from mimkit.finetune.results import RESULTS_NAME, summary_lines
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             d = trainer.model_description
             print(
                 f"mimkit finetune: {d.get('arch') or 'ViT'} {d['img_size']}px/{d['patch_size']} "
-                f"from {trainer.init.source}, data {cfg.data.dataset} "
+                f"from {trainer.init.source}, data {describe_data_spec(cfg.data.dataset)} "
                 f"({len(trainer.data.train)} train images, {trainer.data.num_classes} classes, "
                 f"{len(trainer.data.val)} val), {trainer.steps_per_epoch} steps/epoch, "
                 f"device {trainer.device}, output {trainer.out}"

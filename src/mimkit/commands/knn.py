@@ -47,6 +47,7 @@ def format_table(results: dict[int, dict[str, float]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimkit.data import describe_data_spec
     from mimkit.evaluate.knn import fewshot_knn, knn_evaluate
 
     out = output_path(args, "knn.json")
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         train_f.to(dev), train_l, val_f.to(dev), val_l, ks=args.ks, temperature=args.temperature
     )
     print(
-        f"k-NN ({args.features}, T={args.temperature}) on {setup.data}: "
+        f"k-NN ({args.features}, T={args.temperature}) on {describe_data_spec(setup.data)}: "
         f"{train_f.shape[0]} train / {val_f.shape[0]} val, "
         f"features {'cached' if all(hits.values()) else 'extracted'}"
     )

@@ -45,6 +45,7 @@ def _fmt(stats: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mimkit.data import describe_data_spec
     from mimkit.evaluate.linear import scaled_lr, train_linear, train_linear_augmented
 
     out = output_path(args, "linear.json")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(
         f"linear probe ({mode}, dim {dim}, {args.epochs} epochs, lr {lr:.5g}"
-        f"{', augmented' if args.augment else ''}) on {setup.data}: "
+        f"{', augmented' if args.augment else ''}) on {describe_data_spec(setup.data)}: "
         f"{n_train} train / {val_f.shape[0]} val"
     )
     print(f"final (epoch {result.final['epoch']}):       {_fmt(result.final)}")
