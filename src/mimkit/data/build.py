@@ -1,4 +1,6 @@
 """``build_dataset``: one entry point for every data source, plus fast checks and helpers.
+Each source kind is one record in :data:`SOURCES` (how to check, build and fingerprint a
+split, its normalisation), so a new kind is one entry there.
 
 Specs: ``"embedded"`` (default), ``"fashion-mnist:DIR"`` / ``"mnist:DIR"`` (IDX files),
 ``"cifar10:DIR"``, ``"cifar100:DIR"``, ``"stl10:DIR"``, ``"folder:DIR"`` (ImageFolder:
@@ -13,7 +15,9 @@ import hashlib
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 from torch.utils.data import Subset as TorchSubset
@@ -37,9 +41,16 @@ from mimkit.data.datasets import (
     walk_once,
 )
 from mimkit.data.detect import LAYOUTS, NAMES, detect_kind
+from mimkit.data.transforms import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    Stats,
+)
 from mimkit.errors import ConfigError, DataError
-
-KINDS = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "folder")
 
 
 def parse_data_spec(spec: str | os.PathLike | None) -> tuple[str, Path | None]:
@@ -48,7 +59,7 @@ def parse_data_spec(spec: str | os.PathLike | None) -> tuple[str, Path | None]:
     if s in ("", "embedded"):
         return "embedded", None
     kind, sep, rest = s.partition(":")
-    if sep and kind.lower() in KINDS and kind.lower() != "embedded":
+    if sep and kind.lower() in SOURCES and kind.lower() != "embedded":
         if not rest:
             raise DataError(f"data spec {s!r} names no directory")
         return kind.lower(), Path(rest).expanduser()
@@ -64,10 +75,16 @@ def describe_data_spec(spec: str | os.PathLike | None) -> str:
     return str(spec or "embedded")
 
 
+def default_normalization(spec: str | os.PathLike | None = "embedded") -> Stats:
+    """``(mean, std)`` suited to a data spec: its source's statistics (ImageNet's unless the
+    source knows better; a plain folder's kind is recognised from its files)."""
+    return SOURCES[parse_data_spec(spec)[0]].normalization
+
+
 def _explicit(spec: str | os.PathLike | None) -> bool:
     """Whether ``spec`` names its kind with a prefix (``cifar10:DIR``, ``folder:DIR`` ...)."""
     kind, sep, _ = str(spec or "").strip().partition(":")
-    return bool(sep) and kind.lower() in KINDS
+    return bool(sep) and kind.lower() in SOURCES
 
 
 def _check_dir(path: Path) -> None:
@@ -105,26 +122,17 @@ def _first_image(folder: Path) -> bool:
 def validate_data_spec(spec: str | os.PathLike | None = "embedded", split: str = "train") -> None:
     """Fail fast with DataError if ``spec``/``split`` cannot give a data set; reads no images."""
     kind, path = parse_data_spec(spec)
-    split = _check_split(split, STL10_SPLITS if kind == "stl10" else ("train", "val"))
-    if kind == "embedded":
-        if not embedded_asset_path().is_file():
-            raise DataError(f"embedded data set {embedded_asset_path()} is missing")
-        return
-    _check_dir(path)
-    part = "train" if split == "train" else "test"
-    if kind in ("fashion-mnist", "mnist"):
-        idx_files(path, part)
-    elif kind in ("cifar10", "cifar100"):
-        cifar_files(path, 10 if kind == "cifar10" else 100, part)
-    elif kind == "stl10":
-        stl10_files(path, split)
-    elif _explicit(spec):
-        _check_image_folder(path, split)
-    else:
-        try:
-            _check_image_folder(path, split)
-        except DataError as err:
-            raise DataError(f"{err}; looked for {'; '.join(LAYOUTS)}") from None
+    source = SOURCES[kind]
+    split = _check_split(split, source.splits)
+    if path is not None:
+        _check_dir(path)
+    try:
+        source.check(path, split)
+    except DataError as err:
+        if kind != "folder" or _explicit(spec):
+            raise
+        # A plain folder that is not an image folder: say what else it could have been.
+        raise DataError(f"{err}; looked for {'; '.join(LAYOUTS)}") from None
 
 
 def _check_image_folder(path: Path, split: str) -> None:
@@ -155,32 +163,9 @@ def build_dataset(
     subset = check_subset(subset)
     if on_bad_image not in BAD_IMAGE_MODES:
         raise ConfigError(f"on_bad_image {on_bad_image!r} is not one of skip, error")
-    if kind == "embedded":
-        return EmbeddedFashionMNIST(split, transform, subset)
-    validate_data_spec(spec, split)
-    if kind == "fashion-mnist":
-        return IdxDataset(path, split, transform, subset)
-    if kind == "mnist":
-        return IdxDataset(path, split, transform, subset, classes=MNIST_CLASSES)
-    if kind in ("cifar10", "cifar100"):
-        return CifarDataset(path, split, transform, subset, 10 if kind == "cifar10" else 100)
-    if kind == "stl10":
-        return Stl10Dataset(path, split, transform, subset)
-    folder = image_folder_split(path, split)
-    class_to_idx = None
-    if _check_split(split) == "val" and folder != path:
-        train = path / "train"
-        if train.is_dir():
-            class_to_idx = {
-                e.name: i
-                for i, e in enumerate(
-                    sorted(
-                        (e for e in os.scandir(train) if e.is_dir() and e.name[0] != "."),
-                        key=lambda e: e.name,
-                    )
-                )
-            }
-    return ImageFolderDataset(folder, transform, subset, on_bad_image, class_to_idx)
+    if kind != "embedded":
+        validate_data_spec(spec, split)
+    return SOURCES[kind].build(path, split, transform, subset, on_bad_image)
 
 
 def _unwrap(dataset: Dataset) -> Dataset:
@@ -231,25 +216,104 @@ def dataset_fingerprint(
     """
     kind, path = parse_data_spec(spec)
     subset = check_subset(subset)
-    split_n = _check_split(split, STL10_SPLITS if kind == "stl10" else ("train", "val"))
+    source = SOURCES[kind]
+    split_n = _check_split(split, source.splits)
     h = hashlib.sha256(f"mimkit-data-v1|{kind}|{split_n}|{subset!r}\n".encode())
-    if kind == "embedded":
-        h.update(embedded_asset_path().read_bytes())
-        return h.hexdigest()[:16]
-    validate_data_spec(spec, split)
-    part = "train" if split_n == "train" else "test"
-    if kind in ("fashion-mnist", "mnist"):
-        files = list(idx_files(path, part))
-    elif kind in ("cifar10", "cifar100"):
-        meta, batches = cifar_files(path, 10 if kind == "cifar10" else 100, part)
-        files = [meta, *batches]
-    elif kind == "stl10":
-        files = [f for pair in stl10_files(path, split_n) for f in pair if f is not None]
+    if kind != "embedded":
+        validate_data_spec(spec, split)
+    if source.fingerprint is not None:
+        source.fingerprint(h, path, split_n, subset)
     else:
-        ds = build_dataset(spec, split, subset=subset)
-        for p, label in ds.samples:
-            h.update(f"{os.path.relpath(p, path)}\t{label}\n".encode())
-        return h.hexdigest()[:16]
-    for f in files:
-        h.update(f"{f.name}\t{f.stat().st_size}\n".encode())
+        for f in source.files(path, split_n):
+            h.update(f"{f.name}\t{f.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
+
+
+# -- the sources --------------------------------------------------------------------------
+Builder = Callable[[Path, str, Callable | None, float | int | None, str], Dataset]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One kind of data set (the ``KIND:`` of a spec). ``files``: a split's source files,
+    checked (their names and sizes are its fingerprint) unless the source has its own
+    ``check`` and ``fingerprint``. Paths are None for the embedded set."""
+
+    build: Builder  # (path, split, transform, subset, on_bad_image) -> Dataset
+    files: Callable[[Path, str], list[Path]] | None = None
+    check: Callable[[Path | None, str], None] | None = None
+    fingerprint: Callable[[Any, Path | None, str, float | int | None], None] | None = None
+    splits: tuple[str, ...] = ("train", "val")
+    normalization: Stats = (IMAGENET_MEAN, IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        if self.check is None:  # checking a split is finding its files
+            object.__setattr__(self, "check", lambda path, split: self.files(path, split))
+
+
+def _part(split: str) -> str:
+    return "train" if split == "train" else "test"  # val is the sets' test part
+
+
+def _check_embedded(_: Path | None, __: str) -> None:
+    if not embedded_asset_path().is_file():
+        raise DataError(f"embedded data set {embedded_asset_path()} is missing")
+
+
+def _hash_embedded(h: Any, *_: Any) -> None:
+    h.update(embedded_asset_path().read_bytes())
+
+
+def _build_folder(path: Path, split, transform, subset, on_bad_image) -> Dataset:
+    folder = image_folder_split(path, split)
+    class_to_idx = None
+    train = path / "train"
+    if _check_split(split) == "val" and folder != path and train.is_dir():
+        names = sorted(e.name for e in os.scandir(train) if e.is_dir() and e.name[0] != ".")
+        class_to_idx = {name: i for i, name in enumerate(names)}
+    return ImageFolderDataset(folder, transform, subset, on_bad_image, class_to_idx)
+
+
+def _hash_folder(h: Any, path: Path, split: str, subset: float | int | None) -> None:
+    # The kept files' paths relative to the data root and their labels, not their contents.
+    for p, label in _build_folder(path, split, None, subset, "skip").samples:
+        h.update(f"{os.path.relpath(p, path)}\t{label}\n".encode())
+
+
+def _idx(classes: Any, stats: Stats) -> DataSource:
+    return DataSource(
+        lambda path, split, tf, subset, _: IdxDataset(path, split, tf, subset, classes=classes),
+        files=lambda path, split: list(idx_files(path, _part(split))),
+        normalization=stats,
+    )
+
+
+def _cifar(n: int) -> DataSource:
+    def files(path: Path, split: str) -> list[Path]:
+        meta, batches = cifar_files(path, n, _part(split))
+        return [meta, *batches]
+
+    def build(path: Path, split: str, tf: Callable | None, subset: Any, _: str) -> Dataset:
+        return CifarDataset(path, split, tf, subset, n)
+
+    return DataSource(build, files)
+
+
+SOURCES: dict[str, DataSource] = {
+    "embedded": DataSource(
+        lambda _, split, tf, subset, __: EmbeddedFashionMNIST(split, tf, subset),
+        check=_check_embedded,
+        fingerprint=_hash_embedded,
+        normalization=(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+    ),
+    "fashion-mnist": _idx(None, (FASHION_MNIST_MEAN, FASHION_MNIST_STD)),
+    "mnist": _idx(MNIST_CLASSES, (MNIST_MEAN, MNIST_STD)),
+    "cifar10": _cifar(10),
+    "cifar100": _cifar(100),
+    "stl10": DataSource(
+        lambda path, split, tf, subset, _: Stl10Dataset(path, split, tf, subset),
+        files=lambda path, split: [f for pair in stl10_files(path, split) for f in pair if f],
+        splits=STL10_SPLITS,
+    ),
+    "folder": DataSource(_build_folder, check=_check_image_folder, fingerprint=_hash_folder),
+}

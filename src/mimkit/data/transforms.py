@@ -4,10 +4,11 @@ from torchvision transforms.
 Randomness comes from torch's global RNG (DataLoader seeds each worker); :func:`seed_worker`
 also seeds ``random`` and ``numpy`` in workers.
 
-Normalisation: ImageNet mean/std by default. :func:`default_normalization` returns the
-Fashion-MNIST statistics (mean 0.286, std 0.353 on every channel, measured on the embedded
-train split) for ``"embedded"`` and Fashion-MNIST specs, MNIST's (0.1307, 0.3081) for MNIST
-(by prefix or recognised in a plain folder), and ImageNet's for everything else.
+Normalisation: ImageNet mean/std by default; each data source names its own
+(:func:`mimkit.data.default_normalization`, ``data/build.py``): the Fashion-MNIST statistics
+(mean 0.286, std 0.353 on every channel, measured on the embedded train split) for
+``"embedded"`` and Fashion-MNIST, MNIST's (0.1307, 0.3081) for MNIST (by prefix or
+recognised in a plain folder).
 """
 
 from __future__ import annotations
@@ -30,18 +31,6 @@ MNIST_MEAN = (0.1307, 0.1307, 0.1307)
 MNIST_STD = (0.3081, 0.3081, 0.3081)
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
-
-
-def default_normalization(spec: str | None = "embedded") -> Stats:
-    """``(mean, std)`` suited to a data spec (see the module docstring)."""
-    from mimkit.data.build import parse_data_spec  # build imports the data sets
-
-    kind, _ = parse_data_spec(spec)  # a plain folder's kind is recognised from its files
-    if kind in ("embedded", "fashion-mnist"):
-        return FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    if kind == "mnist":
-        return MNIST_MEAN, MNIST_STD
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 DINO_BLUR_SIGMA = (0.1, 2.0)
