@@ -172,6 +172,7 @@ class RunConfig:
     threads: int | None = None
     init: str | None = None  # backbone weights to start from (mimkit, safetensors, timm, DINO/iBOT)
     init_key: str = "teacher"  # which network of a two-network checkpoint to start from
+    compile: str = "none"  # torch.compile backend for the transformer blocks (inductor on GPUs)
 
 
 class SectionedConfig:

@@ -24,6 +24,7 @@ from mimkit.masking import (
 from mimkit.masking.select import floor_count
 from mimkit.models import backbone_spec
 from mimkit.models.vit import POS_INTERPOLATIONS
+from mimkit.train.compile import check_compile_backend
 from mimkit.train.optim import CLIP_MODES
 from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
@@ -50,6 +51,7 @@ def validate_config(cfg: PretrainConfig) -> None:
         raise ConfigError("run.amp must be auto, bf16, fp16 or none")
     if cfg.loss.koleo > 0 and cfg.optim.batch_size < 2:
         raise ConfigError("the KoLeo term (loss.koleo > 0) needs a batch of at least 2 images")
+    check_compile_backend(cfg.run.compile)
     if cfg.loss.lambda3 > 0 and d.global_crops < 2:
         raise ConfigError("the contrastive term (lambda3 > 0) needs at least 2 global crops")
     if cfg.loss.lambda3 > 0 and not 1 <= cfg.loss.contrastive_k <= backbone.num_patches // 2:

@@ -8,7 +8,7 @@ import torch
 from mimkit.config import load_config
 from mimkit.train import loop as loop_module
 from mimkit.train.meta_arch import build_network
-from mimkit.train.optim import clip_gradients, param_groups
+from mimkit.train.optim import build_optimizer, clip_gradients, param_groups, set_hyperparameters
 from mimkit.train.pretrain import build_pretraining
 
 
@@ -141,3 +141,25 @@ def test_frozen_last_layer_gradients_are_dropped_before_clipping(make_config, mo
     finally:
         loop.close()
     assert len(seen) == 1 and seen[0] and not (seen[0] & frozen)
+
+
+def test_adamw_is_fused_where_the_kernel_exists():
+    model = _network()
+    fused = build_optimizer(model, torch.device("cpu"))
+    assert fused.defaults["fused"] is True
+    plain = torch.optim.AdamW(param_groups(model), lr=0.0, weight_decay=0.0, foreach=False)
+    # Same update rule as torch's per-tensor loop, over a few steps with decay on one group.
+    copies = [p.detach().clone() for p in model.parameters()]
+    for opt in (fused, plain):
+        for p, c in zip(model.parameters(), copies, strict=True):
+            p.data.copy_(c)
+        set_hyperparameters(opt, 1e-2, 0.05)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        if opt is fused:
+            after_fused = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(after_fused, model.parameters(), strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)

@@ -30,6 +30,7 @@ FLAGS: Flags = {
     "--seed": ("run.seed", int, "random seed"),
     "--workers": ("data.num_workers", int, "data loader workers per process"),
     "--amp": ("run.amp", str, "auto, bf16, fp16 or none"),
+    "--compile": ("run.compile", str, "torch.compile backend for the blocks (inductor), or none"),
     "--lambda3": ("loss.lambda3", float, "weight of the dense contrastive term (0: off)"),
     "--contrastive-k": ("loss.contrastive_k", int, "high/low patches per crop for it"),
     "--contrastive-tau": ("loss.contrastive_tau", float, "its temperature"),

@@ -36,7 +36,7 @@ from mimkit.train.amp import amp_dtype, autocast
 from mimkit.train.data import TrainData
 from mimkit.train.distributed import DistInfo, barrier, start_process
 from mimkit.train.logging import RunLogger
-from mimkit.train.optim import clip_gradients
+from mimkit.train.optim import adamw, clip_gradients
 from mimkit.train.pretrain import lock_output_dir
 from mimkit.train.sampling import EpochSampler, mix_seed
 from mimkit.train.schedules import cosine
@@ -112,8 +112,8 @@ class Finetuner:
         cfg, o = self.cfg, self.cfg.optim
         self.steps_per_epoch = self.train_data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * o.epochs
-        self.optimizer = torch.optim.AdamW(
-            layer_decay_groups(self.model, o.weight_decay, o.layer_decay), lr=0.0
+        self.optimizer = adamw(
+            layer_decay_groups(self.model, o.weight_decay, o.layer_decay), self.device
         )
         self.peak_lr = o.lr * o.batch_size * self.dist.world_size / 256
         self.train_model: nn.Module = self.model

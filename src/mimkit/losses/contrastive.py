@@ -96,8 +96,10 @@ class DenseContrastiveLoss(nn.Module):
         neg_lse = torch.logsumexp(s_neg, dim=-1, keepdim=True)  # [B, M, 1]
         # -log(e^s / (e^s + sum_n e^sn)) = logaddexp(s, lse_n) - s, stable for any tau.
         per_pair = torch.logaddexp(s_pos, neg_lse) - s_pos
-        off_diag = ~torch.eye(m, dtype=torch.bool, device=pos.device)
-        return per_pair[:, off_diag].mean()
+        # The mean over the off-diagonal pairs; a zero-filled diagonal, not a boolean index,
+        # so that the shape never depends on values (a host sync on accelerators).
+        diag = torch.eye(m, dtype=torch.bool, device=pos.device)
+        return per_pair.masked_fill(diag, 0.0).sum() / (b * m * (m - 1))
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

@@ -82,7 +82,7 @@ class TrainLoop:
         if dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             method.distribute(lambda m: DistributedDataParallel(m, device_ids=ids))
-        self.optimizer = build_optimizer(method.trainable(), cfg.optim.decay_tokens)
+        self.optimizer = build_optimizer(method.trainable(), device, cfg.optim.decay_tokens)
         self.amp_dtype = amp_dtype(cfg.run.amp, device)
         fp16 = self.amp_dtype is torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)

@@ -24,6 +24,7 @@ from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies, readout_re
 from mimkit.models import backbone_spec
 from mimkit.models.head import IBOTHead
 from mimkit.models.network import IBOTNetwork
+from mimkit.train.compile import compile_blocks
 from mimkit.train.mask_planner import StepMaskPlanner
 from mimkit.train.method import StepOutput
 from mimkit.train.schedules import Schedules
@@ -77,6 +78,8 @@ class IBOTMetaArch(nn.Module):
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        for network in (self.student, self.teacher):
+            compile_blocks(network, cfg.run.compile)
         depth = self.student.backbone.depth
         self.grid = self.student.backbone.grid_size()
         strategies = parse_strategies(cfg.masking.strategies, self.num_global, depth)
