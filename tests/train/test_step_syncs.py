@@ -56,7 +56,7 @@ class SyncCounter(TorchFunctionMode):
 
 
 STEPS = [
-    {"masking.strategies": ["random"]},
+    {"masking.strategies": ["random"], "loss.koleo": 0.1},
     {"masking.strategies": ["block", "hint@raw:-1"], "masking.show_max": 0.5},
     {"masking.strategies": ["high@rollout"], "loss.lambda3": 1.0},
     {"masking.strategies": ["high@multi:0+2"], "masking.mask_prob": 0.5},
