@@ -153,9 +153,14 @@ def main() -> None:
         plan_times: dict[str, list[float]] = {s: [] for s in trainers}
         flops: dict[str, float] = {}
         syncs: dict[str, int | None] = {}
+        memory: dict[str, float] = {}
         for s, t in trainers.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             for step in range(args.warmup):
                 t.train_step(crops, step)
+            if device.type == "cuda":  # every strategy's models are resident: an upper bound
+                memory[s] = torch.cuda.max_memory_allocated(device) / 2**30
             # One more step, not timed, eager: the compiled kernels hide their FLOPs.
             with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as c:
                 t.train_step(crops, args.warmup)
@@ -178,10 +183,10 @@ def main() -> None:
                     cpu_times[s].append(time.process_time() - c0)
         for t in trainers.values():
             t.close()
-    print_table(args, trainers, times, cpu_times, plan_times, flops, syncs)
+    print_table(args, trainers, times, cpu_times, plan_times, flops, syncs, memory)
 
 
-def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs) -> None:
+def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs, memory) -> None:
     masked = [t for s, t in trainers.items() if s != NO_MASKS] or list(trainers.values())
     device, cfg = masked[0].device, masked[0].cfg
     b, local = cfg.optim.batch_size, cfg.data.local_crop_size
@@ -207,7 +212,7 @@ def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs) -> N
     )
     head += " MFU |" if peak else ""
     head += " process CPU (ms) | plan in workers (ms) |"
-    head += " host syncs |" if device.type == "cuda" else ""
+    head += " host syncs | peak memory (GiB) |" if device.type == "cuda" else ""
     print(head)
     print("|---" + "|---:" * (head.count("|") - 2) + "|")
     worst = 0.0
@@ -224,7 +229,7 @@ def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs) -> N
         row += f" {100 * rate / (peak * 1e12):.1f}% |" if peak else ""
         row += f" {statistics.median(cpu_times[s]) * 1e3:.1f} |"
         row += f" {statistics.median(plan_times[s]) * 1e3:.2f} |"
-        row += f" {syncs[s]} |" if device.type == "cuda" else ""
+        row += f" {syncs[s]} | {memory[s]:.1f} |" if device.type == "cuda" else ""
         print(row)
     if peak is None:
         print(f"\n(no known peak for {name} with amp {args.amp}: no MFU)")
