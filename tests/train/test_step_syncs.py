@@ -27,7 +27,7 @@ READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "
 DATA_SHAPED = {"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive"}
 HOST_ONLY = {
     "__int__ in total",  # MaskPlan.total: the sum of the plan's counts
-    "__bool__ in complete",  # is a crop skipped entirely: the plan's keep flags
+    "__bool__ in finish_crop",  # is anything masked in a crop: the plan's ranks
     "nonzero in mask_from_ranks",  # the widest rank the plan masks
     "__int__ in mask_from_ranks",
     "nonzero in masked_patches",  # the CPU branch only
