@@ -192,7 +192,8 @@ def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs, memo
     b, local = cfg.optim.batch_size, cfg.data.local_crop_size
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = peak_tflops(device, args.amp)
-    unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s", 1e9)
+    # The FLOP rate per second of wall time on a GPU, per second of process CPU time on a CPU.
+    unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s (CPU s)", 1e9)
     print(
         f"\niBOT step, {cfg.model.arch} {cfg.model.img_size}px/{cfg.model.patch_size}, "
         f"batch {b}, 2 global + {cfg.data.local_crops} local ({local}px) crops, "
@@ -221,7 +222,7 @@ def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs, memo
         per_flop = (statistics.median(cost[s]) / c_base) / (flops[s] / f_base)
         if s != base:
             worst = max(worst, per_flop)
-        rate = flops[s] * b / med
+        rate = flops[s] * b / statistics.median(cost[s])
         row = (
             f"| `{s}` | {med * 1e3:.1f} | {b / med:.1f} | {med / t_base:.3f}x "
             f"| {flops[s] / 1e9:.3f} | {per_flop:.3f}x | {rate / scale:.1f} |"
