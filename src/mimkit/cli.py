@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    finished = False
     try:
         with one_line_warnings(args.command):
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+        finished = True
+        return code
     except MimkitError as err:
         # User errors are one line, no traceback.
         print(f"mimkit {args.command}: error: {err}", file=sys.stderr)
@@ -70,3 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C where a command does not handle it itself: one line, the shell's code.
         print(f"\nmimkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # Under torchrun: leave the process group (after the other ranks when this one
+        # finished normally); loaded only if the command loaded torch.distributed.
+        if "torch.distributed" in sys.modules:
+            from mimkit.train.distributed import shutdown
+
+            shutdown(meet=finished)

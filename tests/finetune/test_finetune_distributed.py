@@ -38,7 +38,8 @@ SCRIPT = textwrap.dedent(
             json.dump({{"sums": [g.tolist() for g in gathered], "result": result,
                        "sharded": sharded, "whole": whole, "history": trainer.history,
                        "steps_per_epoch": trainer.steps_per_epoch}}, f)
-    dist.destroy_process_group()
+    from mimkit.train.distributed import shutdown
+    shutdown()
     """
 )
 

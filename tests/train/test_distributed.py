@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent(
         with open({report!r}, "w") as f:
             json.dump({{"sums": [g.tolist() for g in gathered], "result": result,
                        "world": dist.get_world_size(), "firsts": firsts}}, f)
-    dist.destroy_process_group()
+    from mimkit.train.distributed import shutdown
+    shutdown()
     """
 )
 
@@ -72,3 +73,23 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path: Path):
     assert (tmp_path / "out" / "checkpoint.pth").is_file()
     logs = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs if r["kind"] == "step"] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_cli_pretrain_under_torchrun_exits_cleanly(tmp_path: Path, make_config):
+    """`torchrun ... -m mimkit pretrain` ends with code 0 on every rank: the CLI leaves the
+    process group after the ranks meet (a gloo rank exiting with it alive can abort)."""
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(make_config("out", **{"run.max_steps": 2}).to_dict()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+         "-m", "mimkit", "pretrain", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max_steps at step 2" in proc.stdout
+    assert proc.stdout.count("mimkit pretrain: max_steps") == 1  # rank 0 only

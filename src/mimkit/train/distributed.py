@@ -64,8 +64,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def shutdown(meet: bool = True) -> None:
+    """Leave the process group before the interpreter exits. With ``meet`` the ranks first wait
+    for each other: a gloo rank that tears its connections down while another still uses them,
+    or that exits with the group alive, can abort at exit (SIGABRT, "terminate called")."""
     if dist.is_available() and dist.is_initialized():
+        if meet:
+            dist.barrier()
         dist.destroy_process_group()
 
 
