@@ -4,8 +4,9 @@ Each run must have logged an online k-NN (``run.knn_every_epochs``). Horizontal 
 raw-pixel and random-weight k-NN on the same split, read from a run's ``reference_knn.json``
 (written by ``mimkit pretrain`` at its end) or given with ``--pixels`` / ``--random``.
 
-    python benchmarks/plot_time_to_accuracy.py runs/study/main runs/study/long \
-        --labels "main command" "long recipe" --out docs/images/time_to_accuracy.png
+    python benchmarks/plot_time_to_accuracy.py runs/study/r28-koleo0.3-lr2x-8ep \
+        runs/study/r18-huge-koleo0.1 --speed runs/study --pixels 83.15 --random 65.1 \
+        --out docs/images/time_to_accuracy.png
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from recipe_study import curve  # noqa: E402  (same folder)
+from recipe_study import curve, idle_speed  # noqa: E402  (same folder)
 
 
 def references(runs: list[Path]) -> dict[str, float]:
@@ -36,6 +37,12 @@ def main() -> None:
     p.add_argument("--labels", nargs="+")
     p.add_argument("--pixels", type=float, help="raw-pixel k-NN (default: from reference_knn)")
     p.add_argument("--random", type=float, help="random-weight k-NN (default: likewise)")
+    p.add_argument(
+        "--speed",
+        type=Path,
+        help="folder with recipe_speed.py's speed.json: minutes at each run's idle speed "
+        "(by run folder name) instead of the throughput the run logged",
+    )
     p.add_argument("--out", type=Path, default=Path("time_to_accuracy.png"))
     p.add_argument("--title", default="k-NN@20 of the teacher's CLS token, embedded val split")
     args = p.parse_args()
@@ -46,9 +53,10 @@ def main() -> None:
     pixels = args.pixels if args.pixels is not None else ref.get("raw_pixels")
     random = args.random if args.random is not None else ref.get("random_weights")
 
+    speeds = idle_speed(args.speed) if args.speed else {}
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for run, label in zip(args.runs, labels, strict=True):
-        rows = curve(run)
+        rows = curve(run, speeds.get(run.name))
         if not rows:
             raise SystemExit(f"{run} has no k-NN records in log.jsonl")
         xs = [0.0] + [r["minutes"] for r in rows]
@@ -71,7 +79,7 @@ def main() -> None:
     ax.set_ylabel("k-NN@20 top-1 (%)")
     ax.set_title(args.title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.1), fontsize=8)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)

@@ -59,24 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    finished = False
+    code, finished = 1, False
     try:
         with one_line_warnings(args.command):
             code = int(args.run(args) or 0)
         finished = True
-        return code
     except MimkitError as err:
         # User errors are one line, no traceback.
         print(f"mimkit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         # Ctrl-C where a command does not handle it itself: one line, the shell's code.
         print(f"\nmimkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     finally:
         # Under torchrun: leave the process group (after the other ranks when this one
         # finished normally); loaded only if the command loaded torch.distributed.
         if "torch.distributed" in sys.modules:
-            from mimkit.train.distributed import shutdown
+            from mimkit.train.distributed import end_process, shutdown
 
-            shutdown(meet=finished)
+            if shutdown(meet=finished):
+                end_process(code)
+    return code

@@ -114,6 +114,9 @@ def test_shipped_compare_config_is_valid_and_hidden_from_pretrain_configs(tmp_pa
     assert all(seeds[n] >= 3 for n in ("Random", "Block", "AttMask-High", "AttMask-Hint"))
     assert any(r.config.loss.lambda3 > 0 for r in grid)
     assert any(len(r.config.masking.strategies) == 2 for r in grid)  # per-crop multi-layer
+    # a grid of at least 7x7 patches, so that "the most attended patches" is a real choice
+    assert all(r.config.model.img_size // r.config.model.patch_size >= 7 for r in grid)
+    assert all(seeds[n] >= 5 for n in ("Random", "Block", "AttMask-High", "AttMask-Hint"))
     assert not (tmp_path / "runs").exists()
 
 

@@ -38,8 +38,9 @@ SCRIPT = textwrap.dedent(
             json.dump({{"sums": [g.tolist() for g in gathered], "result": result,
                        "sharded": sharded, "whole": whole, "history": trainer.history,
                        "steps_per_epoch": trainer.steps_per_epoch}}, f)
-    from mimkit.train.distributed import shutdown
+    from mimkit.train.distributed import end_process, shutdown
     shutdown()
+    end_process(0)
     """
 )
 

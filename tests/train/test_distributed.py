@@ -36,8 +36,9 @@ SCRIPT = textwrap.dedent(
         with open({report!r}, "w") as f:
             json.dump({{"sums": [g.tolist() for g in gathered], "result": result,
                        "world": dist.get_world_size(), "firsts": firsts}}, f)
-    from mimkit.train.distributed import shutdown
+    from mimkit.train.distributed import end_process, shutdown
     shutdown()
+    end_process(0)
     """
 )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mimkit.config import load_config
-from mimkit.train.loop import same_model_config
+from mimkit.train.checkpoint import same_model_config
 from mimkit.train.meta_arch import build_network
 from mimkit.validation import validate_config
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mimkit.config import PretrainConfig
 from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
 from mimkit.weights.safe_load import read_torch_file
 
@@ -96,6 +97,16 @@ def all_finite(state: Any) -> bool:
     """Whether every floating-point tensor of a checkpoint state is finite."""
     tensors = [t for t in _tensors(state) if t.is_floating_point()]
     return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def same_model_config(saved: dict[str, Any], cfg: PretrainConfig) -> bool:
+    """Whether a checkpoint's model section matches ``cfg``'s. A field the checkpoint
+    predates (added to mimkit later) matches when ``cfg`` keeps it at its default."""
+    defaults = PretrainConfig().to_dict()["model"]
+    current = cfg.to_dict()["model"]
+    return set(saved) <= set(current) and all(
+        saved.get(key, defaults[key]) == value for key, value in current.items()
+    )
 
 
 def check_same_epochs(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -64,14 +65,26 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown(meet: bool = True) -> None:
-    """Leave the process group before the interpreter exits. With ``meet`` the ranks first wait
-    for each other: a gloo rank that tears its connections down while another still uses them,
-    or that exits with the group alive, can abort at exit (SIGABRT, "terminate called")."""
-    if dist.is_available() and dist.is_initialized():
-        if meet:
-            dist.barrier()
-        dist.destroy_process_group()
+def shutdown(meet: bool = True) -> bool:
+    """Leave the process group, if this process is in one (then True). With ``meet`` the
+    ranks first wait for each other, so that none tears its connections down while another
+    still uses them."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if meet:
+        dist.barrier()
+    dist.destroy_process_group()
+    return True
+
+
+def end_process(code: int) -> NoReturn:
+    """End a torchrun worker that has saved everything and left its process group, skipping
+    the interpreter's teardown: there, gloo's C++ objects that outlive the group (held by the
+    DDP wrappers until finalisation) can abort a finished run with SIGABRT ("terminate called
+    without an active exception"; 2 runs in 12 of a 2-process test here)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def from_main(value: Any) -> Any:

@@ -52,16 +52,6 @@ class FitResult:
     step: int
 
 
-def same_model_config(saved: dict[str, Any], cfg: PretrainConfig) -> bool:
-    """Whether a checkpoint's model section matches ``cfg``'s. A field the checkpoint
-    predates (added to mimkit later) matches when ``cfg`` keeps it at its default."""
-    defaults = PretrainConfig().to_dict()["model"]
-    current = cfg.to_dict()["model"]
-    return set(saved) <= set(current) and all(
-        saved.get(key, defaults[key]) == value for key, value in current.items()
-    )
-
-
 class TrainLoop:
     def __init__(
         self,
@@ -115,7 +105,7 @@ class TrainLoop:
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         saved = state.get("config", {}).get("model")
-        if saved is not None and not same_model_config(saved, self.cfg):
+        if saved is not None and not ckpt.same_model_config(saved, self.cfg):
             raise CheckpointError(
                 f"{path} was trained with another model config ({saved}); "
                 "use its config or another --output-dir"
@@ -236,14 +226,9 @@ class TrainLoop:
         run = self.cfg.run
         b = self.data.batch_size * self.dist.world_size
         step = epoch * self.steps_per_epoch + start_batch
-        bar = tqdm(
-            total=self.steps_per_epoch,
-            initial=start_batch,
-            desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}",
-            disable=not (self.dist.is_main and run.progress),
-            unit="step",
-            dynamic_ncols=True,
-        )
+        desc, shown = f"epoch {epoch + 1}/{self.cfg.optim.epochs}", run.progress
+        bar = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=desc, unit="step",
+                   disable=not (shown and self.dist.is_main), dynamic_ncols=True)
         stats, status, t0 = EpochStats(), "ok", time.perf_counter()
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
         clock = WaitClock()
@@ -299,11 +284,8 @@ class TrainLoop:
 
     def run_hook(self, hook: EpochHook) -> dict[str, float]:
         """``hook`` on the method's evaluation backbone, in the main process only."""
-        if not self.dist.is_main:
-            barrier()
-            return {}
-        result = hook(self.method.eval_backbone(), self.device)
-        barrier()
+        result = hook(self.method.eval_backbone(), self.device) if self.dist.is_main else {}
+        barrier()  # the other processes wait for it
         return result
 
     def close(self) -> None:
