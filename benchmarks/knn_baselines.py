@@ -4,6 +4,9 @@ T = 0.07; a linear layer on frozen features: pixels, or the last 4 blocks' CLS t
 
     python benchmarks/knn_baselines.py --config fashion_mnist_vit_mini \
         --checkpoint runs/fashion_mnist_vit_mini/checkpoint.pth
+    # the setting of a compare grid (its base config with its overrides), 3 random inits
+    python benchmarks/knn_baselines.py --compare fashion_mnist_strategies --seeds 0 1 2 \
+        --linear-epochs 0
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 
 import torch
 
+from mimkit.compare.spec import load_compare_config
 from mimkit.config import load_config
 from mimkit.data import build_dataset, default_normalization, eval_transform
 from mimkit.evaluate import extract_features, knn_evaluate, train_linear
@@ -25,11 +29,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="fashion_mnist_vit_mini")
     p.add_argument("--checkpoint", nargs="*", default=[])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", help="use a compare config's base and overrides instead")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="random initialisations")
     p.add_argument("--checkpoints-only", action="store_true", help="skip pixels and random")
     p.add_argument("--linear-epochs", type=int, default=100, help="0 skips the linear probe")
     args = p.parse_args()
-    cfg = load_config(args.config)
+    if args.compare:
+        cc = load_compare_config(args.compare)
+        cfg = load_config(cc.base, cc.overrides)
+    else:
+        cfg = load_config(args.config)
     spec, size = cfg.data.dataset, cfg.model.img_size
     tf = eval_transform(size, *default_normalization(spec))
     train = build_dataset(spec, "train", tf, subset=cfg.data.subset)
@@ -51,11 +60,12 @@ def main() -> None:
         rows.append(("raw pixels", f"{x_tr.shape[1]}-d", knn_evaluate(x_tr, y_tr, x_va, y_va, KS)))
         probe("raw pixels", f"{x_tr.shape[1]}-d", x_tr, y_tr, x_va, y_va)
 
-    torch.manual_seed(args.seed)
     models = []
     if not args.checkpoints_only:
-        random_vit = build_vit(cfg.model.arch, size, cfg.model.patch_size)
-        models.append((f"random-init {cfg.model.arch}", random_vit))
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            random_vit = build_vit(cfg.model.arch, size, cfg.model.patch_size)
+            models.append((f"random-init {cfg.model.arch} (seed {seed})", random_vit))
     models += [(f"pretrained {path}", load_pretrained(path)[0]) for path in args.checkpoint]
     for name, model in models:
         for mode in ("cls", "cls+avgpool"):

@@ -1,5 +1,5 @@
-"""The shipped pretraining recipes: the main config and the recipe study's base run on CPU,
-and every recipe of the study is a valid config before anything is trained."""
+"""The shipped pretraining recipes: the main and long configs and the recipe study's base run
+on CPU, and every recipe of the study is a valid config before anything is trained."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ STUDY = ROOT / "benchmarks" / "recipes" / "fashion_mnist.yaml"
 
 @pytest.mark.parametrize(
     "config",
-    ["fashion_mnist_vit_mini", str(ROOT / "benchmarks/recipes/fashion_mnist_study_base.yaml")],
+    [
+        "fashion_mnist_vit_mini",
+        "fashion_mnist_long",
+        str(ROOT / "benchmarks/recipes/fashion_mnist_study_base.yaml"),
+    ],
 )
 def test_config_runs_two_steps_on_cpu(tmp_path: Path, config: str):
     out = tmp_path / "run"
@@ -34,6 +38,15 @@ def test_config_runs_two_steps_on_cpu(tmp_path: Path, config: str):
     assert (out / "checkpoint.pth").is_file()
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["loss"]["koleo"] == load_config(config).loss.koleo
+
+
+def test_long_recipe_is_the_main_recipe_trained_longer():
+    main_cfg, long_cfg = load_config("fashion_mnist_vit_mini"), load_config("fashion_mnist_long")
+    for section in ("model", "data", "masking", "loss"):
+        assert getattr(long_cfg, section) == getattr(main_cfg, section)
+    assert long_cfg.optim.epochs > main_cfg.optim.epochs
+    assert long_cfg.optim.lr == main_cfg.optim.lr
+    assert long_cfg.run.knn_every_epochs > 0
 
 
 def test_every_study_recipe_is_a_valid_config():
