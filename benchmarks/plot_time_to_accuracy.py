@@ -64,13 +64,15 @@ def main() -> None:
         if random is None:
             xs, ys = xs[1:], ys[1:]
         ax.plot(xs, ys, marker="o", ms=3, label=label)
-    for value, name, style in ((pixels, "raw pixels", "--"), (random, "random weights", ":")):
+    # curves start at the random-weight line and end high: label the lines where they are not
+    lines = ((pixels, "raw pixels", "--", 0, "left"), (random, "random weights", ":", 1, "right"))
+    for value, name, style, end, align in lines:
         if value is not None:
             ax.axhline(value, color="grey", ls=style, lw=1)
             ax.annotate(
                 f"{name} {value:.1f}",
-                (ax.get_xlim()[1], value),
-                ha="right",
+                (ax.get_xlim()[end], value),
+                ha=align,
                 va="bottom",
                 fontsize=8,
                 color="dimgrey",
