@@ -7,7 +7,7 @@ and the fraction of the time the loop waited for data (``data_wait`` in ``log.js
 it includes the loader's start-up, which weighs more in short runs than in whole epochs).
 
     python benchmarks/bench_loader.py                       # workers 0 1 2 x threads 1 2
-    python benchmarks/bench_loader.py --workers 0 2 --threads 1 --steps 30 --rounds 1
+    python benchmarks/bench_loader.py --workers 0 2 --threads 1 --subset 0.2 --rounds 1
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import default_collate
 
-from mimkit.config import load_config
+from mimkit.config import load_config, parse_override
+from mimkit.train.batches import BatchKey, BatchViews
 from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 
@@ -36,9 +36,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--config", default="fashion_mnist_vit_mini")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--steps", type=int, default=60, help="training steps per run")
+    p.add_argument(
+        "--subset",
+        type=float,
+        default=0.5,
+        help="fraction of the embedded train set per run: one epoch of it (0.5: 156 steps)",
+    )
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. data.batch_augment=false",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     return p.parse_args()
 
@@ -48,13 +60,14 @@ def run_once(args: argparse.Namespace, workers: int, threads: int, out: Path) ->
     if args.quick:
         extra = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4",
                  "--local-crops", "1", "--batch-size", "8", "--set", "data.local_crop_size=8",
-                 "--subset", "4"]  # fmt: skip
+                 ]  # fmt: skip
     cmd = [
         sys.executable, "-m", "mimkit", "pretrain", "--config", args.config,
         "--output-dir", str(out), "--device", args.device, "--workers", str(workers),
-        "--max-steps", str(args.steps), "--no-knn", "--no-resume",
+        "--epochs", "1", "--subset", str(args.subset), "--no-knn", "--no-resume",
         "--set", f"run.threads={threads}", "--set", "run.progress=false",
         "--set", "run.tensorboard=false", *extra,
+        *(x for kv in args.set for x in ("--set", kv)),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -66,34 +79,37 @@ def run_once(args: argparse.Namespace, workers: int, threads: int, out: Path) ->
     }
 
 
-def loading_cost(config: str, batches: int = 5) -> float:
+def loading_cost(config: str, overrides: list[str], batches: int = 5) -> float:
     """Process CPU seconds to build one batch of views in this process (1 torch thread): what
     the loader workers must supply per step, whoever does it."""
     torch.set_num_threads(1)
-    data = build_train_data(load_config(config), DistInfo())
+    cfg = load_config(config, [parse_override(kv) for kv in overrides])
+    data = build_train_data(cfg, DistInfo())
+    batch = BatchViews(data.views)
     data.views.set_epoch(0)
     b = data.batch_size
     start = time.process_time()
     for i in range(batches):
-        default_collate([data.views[j] for j in range(i * b, (i + 1) * b)])
+        batch[BatchKey(i, tuple(range(i * b, (i + 1) * b)))]
     return (time.process_time() - start) / batches
 
 
 def main() -> None:
     args = parse_args()
     if args.quick:
-        args.steps, args.rounds = 3, 1
+        args.subset, args.rounds = 0.01, 1
     combos = list(itertools.product(args.workers, args.threads))
     results: dict[tuple[int, int], list[dict]] = {c: [] for c in combos}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for w, t in combos:
                 results[(w, t)].append(run_once(args, w, t, Path(tmp) / f"{w}_{t}_{r}"))
+    settings = "".join(f", {kv}" for kv in args.set)
     print(
-        f"\n{args.config}, {args.steps} steps per run, median of {args.rounds} runs, "
-        f"{os.cpu_count()} CPUs\n"
+        f"\n{args.config}{settings}, one epoch of {args.subset:g} of the train set per run, "
+        f"median of {args.rounds} runs, {os.cpu_count()} CPUs\n"
     )
-    cost = loading_cost(args.config, 1 if args.quick else 5)
+    cost = loading_cost(args.config, args.set, 1 if args.quick else 5)
     print(f"Building one batch of views: {cost * 1e3:.0f} ms of CPU (1 thread, in-process).\n")
     print("| loader workers | torch threads | images/s | data wait |")
     print("|---:|---:|---:|---:|")

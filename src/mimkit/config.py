@@ -60,6 +60,9 @@ class DataConfig:
     blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
     solarize_prob: float = 0.2
     blur_sigma_scaled: bool = True  # sigma scales with the crop; false: 0.1-2 px on all (DINO)
+    # Augment whole batches with tensor operations (mimkit.data.batch_transforms) rather than
+    # image by image with PIL: array data sets only (embedded, IDX, CIFAR).
+    batch_augment: bool = False
 
 
 RATIO_PER = ("image", "batch", "step")

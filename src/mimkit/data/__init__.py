@@ -1,6 +1,7 @@
 """Data sets, augmentations and the ``build_dataset`` entry point (docs/method.md, sections
 "Pretraining" and "Data")."""
 
+from mimkit.data.batch_transforms import BatchMultiCrop
 from mimkit.data.build import (
     build_dataset,
     dataset_fingerprint,
@@ -47,6 +48,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Augmentations",
+    "BatchMultiCrop",
     "CifarDataset",
     "EmbeddedFashionMNIST",
     "IdxDataset",

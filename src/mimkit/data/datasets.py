@@ -116,6 +116,18 @@ class _ArrayDataset(Dataset):
     def targets(self) -> list[int]:
         return self.labels[self.indices].tolist()
 
+    def pixels(self, items: Sequence[int]) -> np.ndarray:
+        """Items ``items`` as one uint8 array ``[B, H, W, C]``, C = 1 for a grayscale source
+        and 3 otherwise (for augmentation of whole batches, ``data.batch_augment``)."""
+        arrs = [np.asarray(self.images[int(self.indices[i])]) for i in items]
+        if self._hwc is not None:
+            arrs = [self._hwc(a) for a in arrs]
+        out = np.stack(arrs)
+        return out[..., None] if out.ndim == 3 else out
+
+    def labels_of(self, items: Sequence[int]) -> np.ndarray:
+        return self.labels[self.indices[np.asarray(items, dtype=np.int64)]]
+
     def __getitem__(self, i: int):
         j = int(self.indices[i])
         arr = np.asarray(self.images[j])

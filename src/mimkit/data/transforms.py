@@ -103,14 +103,11 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
 
 
-class MultiCropTransform:
-    """PIL image -> list of ``num_global`` global crops then ``num_local`` local crops (tensors).
-
-    Global crop 1: RandomResizedCrop (bicubic), flip, colour jitter, grayscale, blur (p 1 by
-    default). Global crops 2..g: the same with blur p .1 and solarize p .2. Local crops: a
-    smaller RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur sigmas scale with the
-    crop size; ``augment`` sets every probability and the jitter strength.
-    """
+class MultiCropSpec:
+    """What a multi-crop augmentation makes: ``num_global`` global crops of ``global_size``
+    then ``num_local`` local crops of ``local_size``, normalised with ``mean`` / ``std``.
+    Shared by the per-image (:class:`MultiCropTransform`) and the whole-batch
+    (:class:`mimkit.data.BatchMultiCrop`) versions, which build their parts in ``_build``."""
 
     def __init__(
         self,
@@ -130,34 +127,54 @@ class MultiCropTransform:
             )
         self.num_global, self.num_local = num_global, num_local
         self.global_size, self.local_size = global_size, local_size
-        norm = _normalize(mean, std)
+        self.global_scale = (float(global_scale[0]), float(global_scale[1]))
+        self.local_scale = (float(local_scale[0]), float(local_scale[1]))
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment or Augmentations()
+        self._build()
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(global={self.num_global}x{self.global_size}, "
+            f"local={self.num_local}x{self.local_size})"
+        )
+
+
+class MultiCropTransform(MultiCropSpec):
+    """PIL image -> list of ``num_global`` global crops then ``num_local`` local crops (tensors).
+
+    Global crop 1: RandomResizedCrop (bicubic), flip, colour jitter, grayscale, blur (p 1 by
+    default). Global crops 2..g: the same with blur p .1 and solarize p .2. Local crops: a
+    smaller RandomResizedCrop, flip, jitter, grayscale, blur p .5. Blur sigmas scale with the
+    crop size; ``augment`` sets every probability and the jitter strength.
+    """
+
+    def _build(self) -> None:
+        norm = _normalize(self.mean, self.std)
         bicubic = InterpolationMode.BICUBIC
 
         def rrc(size, scale):
             return T.RandomResizedCrop(size, scale=tuple(scale), interpolation=bicubic)
 
-        aug = augment or Augmentations()
+        aug = self.augment
 
         def blur(size: int, p: float) -> RandomGaussianBlur:
             return RandomGaussianBlur(p, blur_sigma(size, aug.blur_sigma_scaled))
 
-        self.augment = aug
+        gs, ls = self.global_size, self.local_size
         blur1, blur2, blur_local = aug.blur_prob
         solarize = [T.RandomSolarize(128, p=aug.solarize_prob)] if aug.solarize_prob > 0 else []
         self.global1 = T.Compose(
-            [rrc(global_size, global_scale), *aug.photometric(), blur(global_size, blur1), norm]
+            [rrc(gs, self.global_scale), *aug.photometric(), blur(gs, blur1), norm]
         )
         self.global2 = T.Compose(
-            [
-                rrc(global_size, global_scale),
-                *aug.photometric(),
-                blur(global_size, blur2),
-                *solarize,
-                norm,
-            ]
+            [rrc(gs, self.global_scale), *aug.photometric(), blur(gs, blur2), *solarize, norm]
         )
         self.local = T.Compose(
-            [rrc(local_size, local_scale), *aug.photometric(), blur(local_size, blur_local), norm]
+            [rrc(ls, self.local_scale), *aug.photometric(), blur(ls, blur_local), norm]
         )
 
     def __call__(self, img) -> list[torch.Tensor]:
@@ -165,12 +182,6 @@ class MultiCropTransform:
         crops += [self.global2(img) for _ in range(self.num_global - 1)]
         crops += [self.local(img) for _ in range(self.num_local)]
         return crops
-
-    def __repr__(self) -> str:
-        return (
-            f"MultiCropTransform(global={self.num_global}x{self.global_size}, "
-            f"local={self.num_local}x{self.local_size})"
-        )
 
 
 def eval_transform(

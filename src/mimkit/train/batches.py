@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Sampler, default_collate
 
-from mimkit.train.sampling import EpochSampler, SeededViews
+from mimkit.train.sampling import BatchSeededViews, EpochSampler, SeededViews
 
 # Per-batch work for the workers: (step, batch size) -> anything a loader can pin and move.
 BatchExtras = Callable[[int, int], Any]
@@ -45,9 +45,12 @@ class StepBatches(Sampler[BatchKey]):
 
 class BatchViews(Dataset):
     """``views[key]`` for a :class:`BatchKey`: ``(crops, labels, extras(step, B))``, the crops
-    collated as a loader would (a list of ``[B, C, H, W]``, global crops first)."""
+    collated as a loader would (a list of ``[B, C, H, W]``, global crops first), made image by
+    image or, from :class:`BatchSeededViews`, for the whole batch at once."""
 
-    def __init__(self, views: SeededViews, extras: BatchExtras | None = None) -> None:
+    def __init__(
+        self, views: SeededViews | BatchSeededViews, extras: BatchExtras | None = None
+    ) -> None:
         self.views = views
         self.extras = extras
 
@@ -55,6 +58,9 @@ class BatchViews(Dataset):
         return len(self.views)
 
     def __getitem__(self, key: BatchKey) -> tuple[Any, Any, Any]:
-        crops, labels = default_collate([self.views[i] for i in key.indices])
+        if isinstance(self.views, BatchSeededViews):
+            crops, labels = self.views.batch(key.step, key.indices)
+        else:
+            crops, labels = default_collate([self.views[i] for i in key.indices])
         extras = None if self.extras is None else self.extras(key.step, len(key.indices))
         return crops, labels, extras

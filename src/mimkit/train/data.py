@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from mimkit.config import PretrainConfig
 from mimkit.data import (
     Augmentations,
+    BatchMultiCrop,
     MultiCropTransform,
     build_dataset,
     check_images,
@@ -19,7 +20,7 @@ from mimkit.data import (
 from mimkit.errors import ConfigError, DataError
 from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.distributed import DistInfo
-from mimkit.train.sampling import EpochSampler, SeededViews
+from mimkit.train.sampling import BatchSeededViews, EpochSampler, SeededViews
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ def stop_on_data_error(
 @dataclass
 class TrainData:
     dataset: Dataset
-    views: SeededViews
+    views: SeededViews | BatchSeededViews
     sampler: EpochSampler
     batch_size: int
     num_workers: int
@@ -74,10 +75,12 @@ class TrainData:
         )
 
 
-def multicrop_transform(cfg: PretrainConfig) -> MultiCropTransform:
+def multicrop_transform(cfg: PretrainConfig, batched: bool = False):
+    """The config's multi-crop augmentation: per image (:class:`MultiCropTransform`) or, with
+    ``batched``, for whole batches of uint8 pixels (:class:`BatchMultiCrop`)."""
     d = cfg.data
     mean, std = default_normalization(d.dataset)
-    return MultiCropTransform(
+    return (BatchMultiCrop if batched else MultiCropTransform)(
         global_size=cfg.model.img_size,
         local_size=d.local_crop_size,
         num_global=d.global_crops,
@@ -102,7 +105,17 @@ def build_train_data(cfg: PretrainConfig, dist: DistInfo) -> TrainData:
     d = cfg.data
     dataset = build_dataset(d.dataset, "train", None, subset=d.subset, on_bad_image=d.on_bad_image)
     check_images(dataset)  # unreadable files fail (or warn) before training starts
-    views = SeededViews(dataset, multicrop_transform(cfg), cfg.run.seed)
+    views: SeededViews | BatchSeededViews
+    if d.batch_augment:
+        if not hasattr(dataset, "pixels"):
+            raise ConfigError(
+                f"data.batch_augment needs images of one size held in an array (the embedded "
+                f"set, IDX or CIFAR files); {d.dataset!r} is not one: set it to false"
+            )
+        transform = multicrop_transform(cfg, batched=True)
+        views = BatchSeededViews(dataset, transform, cfg.run.seed, dist.rank)  # type: ignore[arg-type]
+    else:
+        views = SeededViews(dataset, multicrop_transform(cfg), cfg.run.seed)
     try:
         sampler = EpochSampler(
             len(views), cfg.optim.batch_size, cfg.run.seed, dist.rank, dist.world_size

@@ -8,13 +8,16 @@ it already took and sees the very same views afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
+import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 _MIX = 1_000_003
+VIEW_STREAM = 2  # mixed into the step seed: the stream of batch-augmented views
 
 
 def mix_seed(*parts: int, start: int = 0) -> int:
@@ -83,3 +86,39 @@ class SeededViews(Dataset):
         image, label = self.dataset[index]
         torch.manual_seed(mix_seed(self.seed, self.epoch, index))
         return self.transform(image), label
+
+
+class PixelArray(Protocol):
+    """A data set that hands out whole batches of pixels (see ``_ArrayDataset``)."""
+
+    def __len__(self) -> int: ...
+    def pixels(self, items: Sequence[int]) -> np.ndarray: ...
+    def labels_of(self, items: Sequence[int]) -> np.ndarray: ...
+
+
+class BatchSeededViews:
+    """Views of whole batches made at once (``data.batch_augment``), the draws seeded by the
+    step and rank alone: a resumed run, or one with another number of loader workers, sees
+    the very same crops."""
+
+    def __init__(
+        self,
+        dataset: PixelArray,
+        transform: Callable[[Tensor, torch.Generator], list[Tensor]],
+        seed: int,
+        rank: int = 0,
+    ) -> None:
+        self.dataset, self.transform, self.seed, self.rank = dataset, transform, seed, rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """(The step already names the epoch.)"""
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, step: int, items: Sequence[int]) -> tuple[list[Tensor], Tensor]:
+        g = torch.Generator().manual_seed(
+            mix_seed(VIEW_STREAM, start=step_seed(self.seed, step, self.rank))
+        )
+        crops = self.transform(torch.from_numpy(self.dataset.pixels(items)), g)
+        return crops, torch.from_numpy(self.dataset.labels_of(items))
