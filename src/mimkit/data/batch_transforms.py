@@ -81,12 +81,15 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor) -> Ten
     PIL's resize), mirrored where ``flip``; values clamped to [0, 1]."""
     n, c, height, width = images.shape
     top, left, h, w = boxes.to(images.dtype).unbind(1)
-    theta = images.new_zeros(n, 2, 3)
-    theta[:, 0, 0] = w / width * torch.where(flip, -1.0, 1.0).to(images.dtype)
-    theta[:, 0, 2] = (2 * left + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+    sign = torch.where(flip, -1.0, 1.0).to(images.dtype)
+    # affine_grid's sampling points (align_corners=False) for a scale-and-shift map, built by
+    # broadcasting: its batched matmul cost more than the resampling itself.
+    out_coords = (torch.arange(size, dtype=images.dtype) + 0.5) * (2 / size) - 1
+    gx = (w / width * sign).view(n, 1, 1) * out_coords.view(1, 1, size)
+    gx = gx + ((2 * left + w) / width - 1).view(n, 1, 1)
+    gy = (h / height).view(n, 1, 1) * out_coords.view(1, size, 1)
+    gy = gy + ((2 * top + h) / height - 1).view(n, 1, 1)
+    grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)
     out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return out.clamp_(0, 1)
 
