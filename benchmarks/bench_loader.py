@@ -1,13 +1,15 @@
 """Data-loader workers against torch threads: which split of the cores keeps the step fed.
 
 Runs short pretrainings of a config (default: the README's main command) for every
-combination of ``data.num_workers`` and ``run.threads``, each in its own process, round by
-round so that drifts in machine load hit all alike, and prints a Markdown table of images/s
-and the fraction of the time the loop waited for data (``data_wait`` in ``log.jsonl``;
-it includes the loader's start-up, which weighs more in short runs than in whole epochs).
+combination of augmentation path (``data.batch_augment``: per image with PIL, or whole
+batches with tensor operations), ``data.num_workers`` and ``run.threads``, each in its own
+process, round by round so that drifts in machine load hit all alike, and prints a Markdown
+table of images/s and the fraction of the time the loop waited for data (``data_wait`` in
+``log.jsonl``: time blocked on the loader, which with 0 workers is the time spent making
+the batch, over the epoch's time).
 
-    python benchmarks/bench_loader.py                       # workers 0 1 2 x threads 1 2
-    python benchmarks/bench_loader.py --workers 0 2 --threads 1 --subset 0.2 --rounds 1
+    python benchmarks/bench_loader.py                # both paths x workers 0 1 2 x threads 2
+    python benchmarks/bench_loader.py --augment batch --workers 0 2 --threads 1 --rounds 1
 """
 
 from __future__ import annotations
@@ -30,12 +32,21 @@ from mimkit.train.batches import BatchKey, BatchViews
 from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 
+AUGMENT = {"per-image": "false", "batch": "true"}  # -> data.batch_augment
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="fashion_mnist_vit_mini")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument(
+        "--augment",
+        nargs="+",
+        choices=AUGMENT,
+        default=list(AUGMENT),
+        help="augmentation paths: per image (PIL, in the workers) or whole batches",
+    )
     p.add_argument(
         "--subset",
         type=float,
@@ -55,7 +66,8 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def run_once(args: argparse.Namespace, workers: int, threads: int, out: Path) -> dict:
+def run_once(args: argparse.Namespace, combo: tuple[str, int, int], out: Path) -> dict:
+    augment, workers, threads = combo
     extra = []
     if args.quick:
         extra = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4",
@@ -67,6 +79,7 @@ def run_once(args: argparse.Namespace, workers: int, threads: int, out: Path) ->
         "--epochs", "1", "--subset", str(args.subset), "--no-knn", "--no-resume",
         "--set", f"run.threads={threads}", "--set", "run.progress=false",
         "--set", "run.tensorboard=false", *extra,
+        "--set", f"data.batch_augment={AUGMENT[augment]}",
         *(x for kv in args.set for x in ("--set", kv)),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -98,25 +111,28 @@ def main() -> None:
     args = parse_args()
     if args.quick:
         args.subset, args.rounds = 0.01, 1
-    combos = list(itertools.product(args.workers, args.threads))
-    results: dict[tuple[int, int], list[dict]] = {c: [] for c in combos}
+    combos = list(itertools.product(args.augment, args.workers, args.threads))
+    results: dict[tuple[str, int, int], list[dict]] = {c: [] for c in combos}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for w, t in combos:
-                results[(w, t)].append(run_once(args, w, t, Path(tmp) / f"{w}_{t}_{r}"))
+            for c in combos:
+                results[c].append(run_once(args, c, Path(tmp) / f"{'_'.join(map(str, c))}_{r}"))
     settings = "".join(f", {kv}" for kv in args.set)
     print(
         f"\n{args.config}{settings}, one epoch of {args.subset:g} of the train set per run, "
         f"median of {args.rounds} runs, {os.cpu_count()} CPUs\n"
     )
-    cost = loading_cost(args.config, args.set, 1 if args.quick else 5)
-    print(f"Building one batch of views: {cost * 1e3:.0f} ms of CPU (1 thread, in-process).\n")
-    print("| loader workers | torch threads | images/s | data wait |")
-    print("|---:|---:|---:|---:|")
-    for w, t in combos:
-        ips = statistics.median(x["images_per_s"] for x in results[(w, t)])
-        wait = statistics.median(x["data_wait"] for x in results[(w, t)])
-        print(f"| {w} | {t} | {ips:.1f} | {wait:.1%} |")
+    batches = 1 if args.quick else 20
+    for augment in args.augment:
+        overrides = [*args.set, f"data.batch_augment={AUGMENT[augment]}"]
+        cost = loading_cost(args.config, overrides, batches)
+        print(f"Building one batch of views, {augment}: {cost * 1e3:.1f} ms of CPU (1 thread).")
+    print("\n| augmentation | loader workers | torch threads | images/s | data wait |")
+    print("|---|---:|---:|---:|---:|")
+    for c in combos:
+        ips = statistics.median(x["images_per_s"] for x in results[c])
+        wait = statistics.median(x["data_wait"] for x in results[c])
+        print(f"| {c[0]} | {c[1]} | {c[2]} | {ips:.1f} | {wait:.1%} |")
 
 
 if __name__ == "__main__":

@@ -163,3 +163,4 @@ def test_batch_augment_refuses_image_folders_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="batch_augment needs images of one size"):
         build_train_data(cfg, DistInfo())
 
+

@@ -55,12 +55,15 @@ def test_teacher_is_ema_of_student(make_config):
     torch.testing.assert_close(t[key], m * before_t[key] + (1 - m) * s[key])
 
 
-def test_resume_replays_the_same_loss_curve(make_config):
-    full = make_config("full")
+@pytest.mark.parametrize("batched", [False, True], ids=["per-image", "batch-augment"])
+def test_resume_replays_the_same_loss_curve(make_config, batched):
+    aug = {"data.batch_augment": batched}
+    full = make_config("full", **aug)
     run_pretraining(full)
-    part = make_config("part", **{"run.max_steps": 3})  # stop mid-epoch
+    part = make_config("part", **aug, **{"run.max_steps": 3})  # stop mid-epoch
     assert run_pretraining(part).step == 3
-    resumed = make_config("part")
+    # Whole-batch views are seeded by the step: loader workers make the same ones.
+    resumed = make_config("part", **aug, **{"data.num_workers": 2 if batched else 0})
     result = run_pretraining(resumed)
     assert result.status == "finished" and result.step == 10
     a = [r["loss"] for r in read_log(full.run.output_dir, "step")]

@@ -84,8 +84,11 @@ class SeededViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index]
-        torch.manual_seed(mix_seed(self.seed, self.epoch, index))
-        return self.transform(image), label
+        # The transforms draw from torch's global RNG; fork it so that, with no loader workers,
+        # the training process's own draws (drop path) do not follow the last image's seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, self.epoch, index))
+            return self.transform(image), label
 
 
 class PixelArray(Protocol):
