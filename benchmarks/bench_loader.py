@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="config override for every run, e.g. data.batch_augment=false",
+        help="config override for every run, e.g. optim.batch_size=64",
     )
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     return p.parse_args()
@@ -70,9 +70,8 @@ def run_once(args: argparse.Namespace, combo: tuple[str, int, int], out: Path) -
     augment, workers, threads = combo
     extra = []
     if args.quick:
-        extra = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4",
-                 "--local-crops", "1", "--batch-size", "8", "--set", "data.local_crop_size=8",
-                 ]  # fmt: skip
+        extra = ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4", "--local-crops",
+                 "1", "--batch-size", "8", "--set", "data.local_crop_size=8"]  # fmt: skip
     cmd = [
         sys.executable, "-m", "mimkit", "pretrain", "--config", args.config,
         "--output-dir", str(out), "--device", args.device, "--workers", str(workers),

@@ -17,6 +17,7 @@ from mimkit.data import (
     check_images,
     default_normalization,
 )
+from mimkit.data.transforms import MultiCropSpec
 from mimkit.errors import ConfigError, DataError
 from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.distributed import DistInfo
@@ -75,7 +76,7 @@ class TrainData:
         )
 
 
-def multicrop_transform(cfg: PretrainConfig, batched: bool = False):
+def multicrop_transform(cfg: PretrainConfig, batched: bool = False) -> MultiCropSpec:
     """The config's multi-crop augmentation: per image (:class:`MultiCropTransform`) or, with
     ``batched``, for whole batches of uint8 pixels (:class:`BatchMultiCrop`)."""
     d = cfg.data
