@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from mimkit.config import load_config, parse_override
+from mimkit.config import parse_override
+from mimkit.ibot.config import load_config
+from mimkit.ibot.data import build_train_data
 from mimkit.train.batches import BatchKey, BatchViews
-from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 
 AUGMENT = {"per-image": "false", "batch": "true"}  # -> data.batch_augment

@@ -25,9 +25,12 @@ import warnings
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mimkit.config import load_config
+from mimkit.ibot.config import load_config
+from mimkit.ibot.pretrain import build_pretraining
 from mimkit.train.loop import TrainLoop
-from mimkit.train.pretrain import build_pretraining
+from mimkit.train.method import Batch
+
+NO_LABELS = torch.zeros(0, dtype=torch.long)  # the step reads no labels
 
 NO_MASKS = "none"
 
@@ -123,7 +126,7 @@ def count_syncs(t: TrainLoop, crops: list[torch.Tensor], step: int) -> int | Non
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            t.train_step(crops, step, plan)
+            t.train_step(Batch(crops, NO_LABELS, plan), step)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -140,7 +143,7 @@ def main() -> None:
         for i, s in enumerate(args.strategies):
             trainers[s] = build(args, s, f"{tmp}/{i}")
         first = next(iter(trainers.values()))
-        device, cfg = first.device, first.cfg
+        device, cfg = first.device, first.method.cfg
         gen = torch.Generator().manual_seed(0)
         b, size, local = cfg.optim.batch_size, cfg.model.img_size, cfg.data.local_crop_size
         crops = [torch.randn(b, 3, size, size, generator=gen) for _ in range(2)]
@@ -158,12 +161,12 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             for step in range(args.warmup):
-                t.train_step(crops, step)
+                t.train_step(Batch(crops, NO_LABELS), step)
             if device.type == "cuda":  # every strategy's models are resident: an upper bound
                 memory[s] = torch.cuda.max_memory_allocated(device) / 2**30
             # One more step, not timed, eager: the compiled kernels hide their FLOPs.
             with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as c:
-                t.train_step(crops, args.warmup)
+                t.train_step(Batch(crops, NO_LABELS), args.warmup)
             flops[s] = c.get_total_flops() / b
             syncs[s] = count_syncs(t, crops, args.warmup + 1)
         first_step = args.warmup + 2
@@ -177,7 +180,7 @@ def main() -> None:
                     plan_times[s].append(time.process_time() - c0)
                     sync(device)
                     t0, c0 = time.perf_counter(), time.process_time()
-                    t.train_step(crops, step, plan)
+                    t.train_step(Batch(crops, NO_LABELS, plan), step)
                     sync(device)
                     times[s].append(time.perf_counter() - t0)
                     cpu_times[s].append(time.process_time() - c0)

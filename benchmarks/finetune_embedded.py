@@ -61,8 +61,8 @@ def main() -> None:
         )
         print(f"== {name}: {cfg.run.init} -> {out / name}", flush=True)
         result = finetune(cfg)
-        if result["status"] != "finished":  # e.g. Ctrl-C: rerun the command to resume
-            raise SystemExit(f"{name}: stopped at step {result['step']}; rerun to resume")
+        if result.status != "finished":  # e.g. Ctrl-C: rerun the command to resume
+            raise SystemExit(f"{name}: stopped at step {result.step}; rerun to resume")
         rows.append((name, json.loads((out / name / RESULTS_NAME).read_text())))
 
     first = rows[0][1]

@@ -16,9 +16,9 @@ import argparse
 import torch
 
 from mimkit.compare.spec import load_compare_config
-from mimkit.config import load_config
 from mimkit.data import build_dataset, default_normalization, eval_transform
 from mimkit.evaluate import extract_features, knn_evaluate, train_linear
+from mimkit.ibot.config import load_config
 from mimkit.models import build_vit
 from mimkit.weights.io import load_pretrained
 

@@ -31,9 +31,10 @@ from typing import Any
 import torch
 import yaml
 
-from mimkit.config import load_config
+from mimkit.ibot.config import load_config
+from mimkit.ibot.pretrain import build_pretraining
 from mimkit.train.loop import TrainLoop
-from mimkit.train.pretrain import build_pretraining
+from mimkit.train.method import Batch
 
 
 def overrides(recipe: dict[str, Any], out: str) -> list[tuple[str, Any]]:
@@ -50,7 +51,7 @@ def overrides(recipe: dict[str, Any], out: str) -> list[tuple[str, Any]]:
 
 
 def synthetic_crops(loop: TrainLoop) -> list[torch.Tensor]:
-    cfg = loop.cfg
+    cfg = loop.method.cfg
     gen = torch.Generator().manual_seed(0)
     b, size, local = cfg.optim.batch_size, cfg.model.img_size, cfg.data.local_crop_size
     crops = [torch.rand(b, 3, size, size, generator=gen) for _ in range(cfg.data.global_crops)]
@@ -63,7 +64,7 @@ def time_steps(loop: TrainLoop, crops: list[torch.Tensor], first: int, steps: in
     cpu, wall = [], []
     for step in range(first, first + steps):
         c0, t0 = time.process_time(), time.perf_counter()
-        loop.train_step(crops, step)
+        loop.train_step(Batch(crops, torch.zeros(0, dtype=torch.long)), step)
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - t0)
     return cpu, wall

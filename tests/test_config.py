@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mimkit.config import PretrainConfig, load_config, parse_override
+from mimkit.config import parse_override
 from mimkit.errors import ConfigError
+from mimkit.ibot.config import PretrainConfig, load_config
 
 
 def test_round_trip_through_yaml(tmp_path):

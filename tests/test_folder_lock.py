@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from mimkit.errors import OutputError
-from mimkit.folder_lock import LOCK_NAME, FolderInUseError, FolderLock
+from mimkit.runs.lock import LOCK_NAME, FolderInUseError, FolderLock
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from mimkit.folder_lock import FolderLock
+    from mimkit.runs.lock import FolderLock
     lock = FolderLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(120)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mimkit.cli import main
-from mimkit.config import load_config
 from mimkit.errors import ConfigError
-from mimkit.grid_fields import derived_local_crop_size, sizes_that_work
-from mimkit.validation import validate_config
+from mimkit.ibot.config import derived_local_crop_size, load_config, sizes_that_work
+from mimkit.ibot.validation import validate_config
 
 MAIN = "fashion_mnist_vit_mini"  # 28 px images, 7 px patches, 14 px local crop size
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from mimkit.cli import main
-from mimkit.config import load_config, parse_override
-from mimkit.validation import validate_config
+from mimkit.config import parse_override
+from mimkit.ibot.config import load_config
+from mimkit.ibot.validation import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "benchmarks" / "recipes" / "fashion_mnist.yaml"

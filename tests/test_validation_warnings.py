@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from mimkit.config import load_config
-from mimkit.validation import validate_config
+from mimkit.ibot.config import load_config
+from mimkit.ibot.validation import validate_config
 
 
 def _warnings(**fields: object) -> list[str]:

@@ -1,17 +1,26 @@
-"""Pretraining configuration: typed dataclasses, loaded from YAML, overridable field by field.
+"""Configuration machinery shared by every training method: typed dataclass sections, read
+from YAML, overridden field by field (``--set optim.lr=1e-3``), checked before any work.
 
-A config file holds any subset of the sections below; missing fields keep their defaults.
-Overrides use dotted paths (``optim.lr=1e-3``) and are parsed as YAML scalars or lists.
+A config is a :class:`SectionedConfig` of dataclass sections (``model``, ``data``, ...). Each
+field declares what it accepts next to its default: :func:`ranged` (an interval such as
+``"> 0"`` or ``"[0, 1)"``; a tuple's rule applies to each element) or :func:`choice` (one of
+some strings). :meth:`SectionedConfig.check_fields` checks every field against that: one
+ConfigError naming the first field that is out of range, not finite or not a choice. Fields
+whose default is ``None`` are optional; ``None`` always passes for them and no other.
+
+The methods' own configs live with them: ``mimkit.ibot.config`` (pretraining),
+``mimkit.finetune.config`` (fine-tuning). :class:`RunConfig` is the section the training
+engine (``mimkit.train``) reads, the same for every method.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from importlib import resources
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,164 +32,117 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11 on
 
 
-@dataclass
-class ModelConfig:
-    arch: str = "vit_mini"
-    img_size: int = 32
-    patch_size: int = 4
-    drop_path_rate: float = 0.1
-    out_dim: int = 1024  # CLS prototypes
-    patch_out_dim: int = 1024  # patch prototypes
-    head_hidden_dim: int = 1024
-    head_bottleneck_dim: int = 256
-    head_layers: int = 3
-    shared_head: bool = True  # patch head shares the CLS head's last layer (iBOT default)
-    norm_last_layer: bool = True
-    # Position embeddings of smaller crops: "size" (exact resize) or "dino" (DINO / iBOT's).
-    pos_interpolation: str = "size"
+# -- what a field accepts -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Interval:
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    text: str = "finite"
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        """``"> 0"``, ``">= 1"``, ``"< 5"``, ``"<= 5"``, ``"[0, 1]"``, ``"(0, 1]"`` ..."""
+        t = text.strip()
+        if t[0] in "[(":
+            lo, hi = (float(x) for x in t[1:-1].split(","))
+            return cls(lo, hi, t[0] == "(", t[-1] == ")", t)
+        op, value = t.split()
+        bound = float(value)
+        return {
+            ">": cls(lo=bound, lo_open=True, text=t),
+            ">=": cls(lo=bound, text=t),
+            "<": cls(hi=bound, hi_open=True, text=t),
+            "<=": cls(hi=bound, text=t),
+        }[op]
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return math.isfinite(x) and above and below
 
 
-@dataclass
-class DataConfig:
-    dataset: str = "embedded"
-    subset: float | None = None  # fraction (<1) or count (>=1) per class, first in sorted order
-    val_dataset: str | None = None  # defaults to the "val" split of `dataset`
-    num_workers: int = 2
-    global_crops: int = 2
-    local_crops: int = 2
-    local_crop_size: int = 16
-    global_scale: tuple[float, float] = (0.25, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.25)
-    on_bad_image: str = "skip"
-    # Augmentations (DINO's by default): see mimkit.data.Augmentations.
-    flip_prob: float = 0.5
-    jitter_prob: float = 0.8
-    jitter_strength: float = 1.0
-    grayscale_prob: float = 0.2
-    blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5)
-    solarize_prob: float = 0.2
-    blur_sigma_scaled: bool = True  # sigma scales with the crop; false: 0.1-2 px on all (DINO)
-    # Augment whole batches with tensor operations (mimkit.data.batch_transforms) rather than
-    # image by image with PIL: array data sets only (embedded, IDX, CIFAR).
-    batch_augment: bool = False
+FINITE = Interval()
+RANGE, CHOICES = "range", "choices"  # the fields' metadata keys
 
 
-RATIO_PER = ("image", "batch", "step")
-HINT_REVEALS = ("own", "independent")
+def ranged(default: Any = dataclasses.MISSING, rule: str = "", **kwargs: Any) -> Any:
+    """A numeric field (or tuple of numbers) that must lie in ``rule``; without a rule, it
+    must still be finite."""
+    meta = {RANGE: Interval.parse(rule)} if rule else {}
+    return field(default=default, metadata=meta, **kwargs)
 
 
-@dataclass
-class MaskingConfig:
-    """Which patches of the global crops are masked (see ``mimkit.masking``).
-
-    ``strategies``: one ``MODE[@SCORE]`` per global crop, or one for all. ``ratio``: r ~
-    U(lo, hi) with ``0 <= lo <= hi < 1``. ``ratio_per``: ``image`` draws r for every image,
-    ``batch`` once per crop and batch, ``step`` once for all crops of the batch (AttMask).
-    ``mask_prob``: probability that an image is masked at all. ``show_max``: hint's top
-    fraction to reveal from. ``hint_reveal``: ``own`` reveals ``floor(show_max * r * N)`` with
-    the image's own r; ``independent`` draws another ratio for the count, as AttMask does
-    (see :func:`mimkit.masking.select.select_mask`).
-    """
-
-    strategies: list[str] = field(default_factory=lambda: ["block"])
-    ratio: tuple[float, float] = (0.1, 0.5)
-    ratio_per: str = "image"  # image, batch (one per crop) or step (one for all crops: AttMask)
-    mask_prob: float = 0.5
-    show_max: float = 0.1
-    hint_reveal: str = "own"  # own: count from the image's r; independent: another r (AttMask)
-    start_epoch: float = 0.0  # no masks before this (fractional) epoch: iBOT's pred_start_epoch
-
-    def validate(self) -> MaskingConfig:
-        """ConfigError naming the first bad field (strategies are checked against a
-        backbone by ``mimkit.validation``)."""
-        r = self.ratio
-        if isinstance(r, (int, float)) or len(r) != 2:
-            raise ConfigError(f"mask ratio must be a range [lo, hi], got {r!r}")
-        try:
-            lo, hi = float(r[0]), float(r[1])
-        except (TypeError, ValueError):
-            raise ConfigError(f"mask ratio must be two numbers, got {r!r}") from None
-        if not (0.0 <= lo <= hi < 1.0):
-            raise ConfigError(f"mask ratio range must satisfy 0 <= lo <= hi < 1, got {r!r}")
-        if self.ratio_per not in RATIO_PER:
-            raise ConfigError(
-                f"mask ratio_per must be one of {', '.join(RATIO_PER)}, got {self.ratio_per!r}"
-            )
-        if self.hint_reveal not in HINT_REVEALS:
-            raise ConfigError(
-                f"hint_reveal must be one of {', '.join(HINT_REVEALS)}, got {self.hint_reveal!r}"
-            )
-        if not (0.0 <= float(self.mask_prob) <= 1.0):
-            raise ConfigError(f"mask_prob must lie in [0, 1], got {self.mask_prob!r}")
-        s = float(self.show_max)
-        if not (0.0 < s <= 1.0 and math.isfinite(s)):
-            raise ConfigError(f"show_max must lie in (0, 1], got {self.show_max!r}")
-        if not (self.start_epoch >= 0 and math.isfinite(self.start_epoch)):
-            raise ConfigError(f"masking.start_epoch must be 0 or more, got {self.start_epoch}")
-        return self
+def choice(default: str | None, choices: tuple[str, ...]) -> Any:
+    """A string field that must be one of ``choices``."""
+    return field(default=default, metadata={CHOICES: tuple(choices)})
 
 
-@dataclass
-class LossConfig:
-    lambda1: float = 1.0  # CLS term
-    lambda2: float = 1.0  # patch (MIM) term
-    lambda3: float = 0.0  # dense contrastive term (0 disables it)
-    koleo: float = 0.0  # KoLeo on the student's global-crop CLS tokens (DINOv2; 0: off)
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    teacher_patch_temp: float = 0.07
-    warmup_teacher_patch_temp: float = 0.04
-    warmup_teacher_temp_epochs: float = 1.0
-    teacher_temp_warmup: str = "step"  # step: per step; epoch: per epoch, linspace (iBOT)
-    center_momentum: float = 0.9
-    contrastive_k: int = 4
-    contrastive_tau: float = 0.2
-    contrastive_score: str | None = (
-        None  # default: each crop's own mask score (raw:-1 for random/block)
-    )
+def field_range(section: Any, name: str) -> Interval:
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    return f.metadata.get(RANGE, FINITE)
 
 
-@dataclass
-class OptimConfig:
-    epochs: int = 20
-    batch_size: int = 64  # per process
-    lr: float = 5e-4  # at a total batch of 256; scaled linearly
-    min_lr: float = 1e-6
-    warmup_epochs: float = 2.0
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
-    clip_grad: float = 3.0
-    clip_mode: str = "global"  # global: joint norm; param: each parameter's own (iBOT)
-    decay_tokens: bool = False  # weight-decay cls_token, pos_embed, masked_embed (iBOT: true)
-    lr_warmup: str = "linear"  # linear: peak at step W; linspace: np.linspace(0, lr, W) (iBOT)
-    freeze_last_layer: float = 1.0
-    momentum_teacher: float = 0.996
+def _is_number(x: Any) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def check_field(path: str, value: Any, f: dataclasses.Field) -> None:
+    """ConfigError when ``value`` is not what field ``f`` (called ``path``) accepts."""
+    if value is None:
+        return  # set_field refuses None for fields that are not optional
+    options = f.metadata.get(CHOICES)
+    if options is not None:
+        if value not in options:
+            raise ConfigError(f"{path} must be one of {', '.join(options)}, got {value!r}")
+        return
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not values or not all(_is_number(v) for v in values):
+        return  # strings, booleans and lists of names
+    rule = f.metadata.get(RANGE, FINITE)
+    bad = next((v for v in values if not rule.contains(float(v))), None)
+    if bad is None:
+        return
+    each = " each" if len(values) > 1 else ""
+    if not math.isfinite(bad):
+        raise ConfigError(f"{path} must{each} be a finite number, got {value}")
+    verb = "lie in" if rule.text[0] in "[(" else "be"
+    raise ConfigError(f"{path} must{each} {verb} {rule.text}, got {value}")
+
+
+# -- the engine's section -------------------------------------------------------------------
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 @dataclass
 class RunConfig:
-    output_dir: str = "runs/pretrain"
-    seed: int = 0
+    """How a training run is driven (``mimkit.train``): where it writes, its seed, device,
+    precision, logging and checkpoint cadence. Every method's config has one."""
+
+    output_dir: str | None = None
+    seed: int = ranged(0, ">= 0")
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 on CUDA, none on CPU; or bf16, fp16, none
-    max_steps: int | None = None
-    save_every_steps: int | None = None
-    keep_every_epochs: int = 0  # also keep checkpoint_XXXX.pth every N epochs (0: never)
-    knn_every_epochs: int = 0  # online k-NN on the val split every N epochs (0: only at the end)
-    final_knn: bool = True
-    log_every_steps: int = 10
+    amp: str = choice("auto", AMP_MODES)  # auto: bf16 on CUDA, none on CPU
+    max_steps: int | None = ranged(None, ">= 1")
+    save_every_steps: int | None = ranged(None, ">= 0")  # 0 or unset: at epoch ends only
+    keep_every_epochs: int = ranged(0, ">= 0")  # also keep checkpoint_XXXX.pth (0: never)
+    log_every_steps: int = ranged(10, ">= 1")
     tensorboard: bool = True
     progress: bool = True
-    threads: int | None = None
-    init: str | None = None  # backbone weights to start from (mimkit, safetensors, timm, DINO/iBOT)
+    threads: int | None = ranged(None, ">= 1")
+    init: str | None = None  # backbone weights to start from (any file mimkit knn reads)
     init_key: str = "teacher"  # which network of a two-network checkpoint to start from
     compile: str = "none"  # torch.compile backend for the transformer blocks (inductor on GPUs)
+    # Resume even though settings that change the computation differ from the checkpoint's
+    # (e.g. a lower learning rate after a non-finite step); off: such a resume is refused.
+    allow_changes: bool = False
 
 
+# -- sectioned configs ----------------------------------------------------------------------
 class SectionedConfig:
-    """Base of a config made of dataclass sections (``model``, ``data``, ... each a dataclass):
-    a plain dict out, and back in with unknown sections or fields refused."""
+    """Base of a config made of dataclass sections: a plain dict out, and back in with unknown
+    sections or fields refused; every field checked against what it declares."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) so it survives YAML and weights_only loading."""
@@ -198,15 +160,12 @@ class SectionedConfig:
                 set_field(cfg, f"{section}.{key}", value)
         return cfg
 
-
-@dataclass
-class PretrainConfig(SectionedConfig):
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    def check_fields(self) -> None:
+        """ConfigError naming the first field out of its range or choices (in order)."""
+        for section in dataclasses.fields(self):
+            part = getattr(self, section.name)
+            for f in dataclasses.fields(part):
+                check_field(f"{section.name}.{f.name}", getattr(part, f.name), f)
 
 
 def _sections(cfg: Any) -> list[str]:
@@ -278,6 +237,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+# -- shipped configs ------------------------------------------------------------------------
 SHIPPED_CONFIGS = "mimkit.configs"
 
 
@@ -333,17 +293,4 @@ def load_sections(
     cfg = cls.from_dict(read_config_file(name_or_path, folder)) if name_or_path else cls()
     for key, value in overrides:
         set_field(cfg, key, value)
-    return cfg
-
-
-def load_config(name_or_path: str | None, overrides: list[tuple[str, Any]] = ()) -> PretrainConfig:
-    """A pretraining config; fields that must fit the patch grid and that the overrides
-    changed the grid of without setting them are derived again (``grid_fields.py``)."""
-    from mimkit.grid_fields import derive_grid_fields
-
-    base = load_sections(PretrainConfig, name_or_path)
-    cfg = copy.deepcopy(base)
-    for key, value in overrides:
-        set_field(cfg, key, value)
-    derive_grid_fields(base, cfg, {key for key, _ in overrides})
     return cfg

@@ -10,7 +10,7 @@ from compare_fixtures import tiny_compare
 
 import mimkit.compare.launch as launch
 import mimkit.compare.runner as runner
-import mimkit.train.pretrain as pretrain
+import mimkit.ibot.pretrain as pretrain
 from mimkit.cli import main
 
 
@@ -104,7 +104,7 @@ def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monke
     calls: list[list[str]] = []
 
     def fake_child(cmd):  # run the pretraining the child would, in-process
-        from mimkit.config import load_config
+        from mimkit.ibot.config import load_config
 
         calls.append(cmd)
         config = Path(cmd[cmd.index("--config") + 1])
@@ -131,7 +131,7 @@ def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monke
 
 def test_a_run_stopped_in_its_last_epoch_is_not_finished(tmp_path: Path):
     from mimkit.compare import build_grid, parse_compare_config
-    from mimkit.config import PretrainConfig
+    from mimkit.ibot.config import PretrainConfig
 
     cc = parse_compare_config(tiny_compare(seeds=[0], epochs=1))
     run = build_grid(cc, tmp_path / "out")[0]

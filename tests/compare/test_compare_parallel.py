@@ -15,10 +15,10 @@ from compare_fixtures import tiny_compare
 
 from mimkit.compare import build_grid, parse_compare_config, read_eval
 from mimkit.compare.slurm import SlurmOptions, run_slurm
-from mimkit.config import PretrainConfig
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.pretrain import run_pretraining
 from mimkit.train.checkpoint import load_checkpoint
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import run_pretraining
 
 EVAL = {"every": 1, "knn_ks": [5], "linear": False}
 
@@ -61,7 +61,8 @@ def test_jobs_two_at_once_stop_on_ctrl_c_and_resume(tmp_path: Path, write_compar
     assert "2 runs trained/evaluated, 0 skipped" in text
     for r in runs:
         assert json.loads((r / "eval.json").read_text())["status"] == "complete"
-        assert [s["step"] for s in read_log(r, "step")] == list(range(stopped_at[r] + 1, 201))
+        # (The stopped attempt logged its last step, the one it saved.)
+        assert [s["step"] for s in read_log(r, "step")] == list(range(stopped_at[r], 201))
         assert read_log(r, "epoch")[-1]["epoch"] == 40
         assert "complete" in (r / "compare.log").read_text()
 
@@ -87,8 +88,9 @@ def test_slurm_launcher_on_the_local_executor(tmp_path: Path):
     assert "mimkit pretrain:" in job_log  # torchrun ran mimkit pretrain inside the job
     assert "resuming at step 2" in job_log
     assert json.loads((run.out / "eval.json").read_text())["status"] == "complete"
-    # Resumed from step 2: the earlier attempt's step records were kept, not redone.
-    assert [r["step"] for r in read_log(run.out, "step")] == [1, 2]
+    # Resumed from step 2: the earlier attempt's step records were kept, not redone; the
+    # job logged its last step (a run's last step is always logged).
+    assert [r["step"] for r in read_log(run.out, "step")] == [1, 2, 5]
     assert load_checkpoint(run.out / "checkpoint.pth")["step"] == 5
 
     lines.clear()  # submitting again: the complete run is skipped, nothing is submitted

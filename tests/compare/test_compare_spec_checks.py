@@ -130,7 +130,7 @@ def test_unknown_only_is_an_error(tmp_path: Path, write_compare, capsys):
 def test_a_second_compare_on_a_folder_in_use_is_refused(tmp_path: Path, write_compare, capsys):
     import os
 
-    from mimkit.folder_lock import FolderLock
+    from mimkit.runs.lock import FolderLock
 
     cfg = write_compare(tiny_compare(seeds=[0], epochs=1))
     out = tmp_path / "out"

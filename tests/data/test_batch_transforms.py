@@ -3,7 +3,6 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from mimkit.config import PretrainConfig
 from mimkit.data import Augmentations, BatchMultiCrop, MultiCropTransform, build_dataset
 from mimkit.data.batch_transforms import (
     adjust_brightness,
@@ -15,8 +14,9 @@ from mimkit.data.batch_transforms import (
     resized_crops,
 )
 from mimkit.errors import ConfigError
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.data import build_train_data
 from mimkit.train.batches import BatchKey, BatchViews
-from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 from mimkit.train.sampling import BatchSeededViews
 

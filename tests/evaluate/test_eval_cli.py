@@ -64,7 +64,7 @@ def test_linear_cli(ckpt, capsys):
 
 
 def test_export_cli(ckpt, tmp_path):
-    from mimkit.output_paths import default_file_mode
+    from mimkit.runs.paths import default_file_mode
 
     out = tmp_path / "b.safetensors"
     assert main(["export", str(ckpt), str(out)]) == 0

@@ -19,11 +19,13 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from finetune_fixtures import tiny_finetune_config
     from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
-    from mimkit.finetune import Finetuner
+    from mimkit.finetune import build_finetuning, run_finetuning
 
     cfg = tiny_finetune_config({out!r}, **{{"optim.epochs": 1, "data.val_subset": 3}})
-    trainer = Finetuner(cfg)
-    result = trainer.fit()
+    loop = build_finetuning(cfg)
+    trainer = loop.method
+    fit = run_finetuning(loop)
+    result = {{"status": fit.status, "step": fit.step}}
     flat = torch.cat([p.detach().flatten() for p in trainer.model.state_dict().values()])
     sums = torch.stack([flat.sum(), flat.abs().sum()])
     gathered = [torch.zeros_like(sums) for _ in range(dist.get_world_size())]
@@ -37,7 +39,7 @@ SCRIPT = textwrap.dedent(
         with open({report!r}, "w") as f:
             json.dump({{"sums": [g.tolist() for g in gathered], "result": result,
                        "sharded": sharded, "whole": whole, "history": trainer.history,
-                       "steps_per_epoch": trainer.steps_per_epoch}}, f)
+                       "steps_per_epoch": loop.steps_per_epoch}}, f)
     from mimkit.train.distributed import end_process, shutdown
     shutdown()
     end_process(0)

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from mimkit.finetune import Finetuner, layer_decay_groups, layer_id
+from mimkit.finetune import build_finetuning, layer_decay_groups, layer_id
 from mimkit.finetune.model import Classifier
-from mimkit.finetune.optim import set_learning_rate
-from mimkit.models import backbone_spec, build_vit
+from mimkit.models import build_vit
+from mimkit.train.optim import set_hyperparameters
 
 
 def _classifier(depth_arch: str = "vit_nano") -> Classifier:
@@ -34,7 +34,7 @@ def _block_layers(backbone) -> list[int]:
 
 
 def test_swin_blocks_are_numbered_across_stages():
-    swin = backbone_spec("swin_nano", 16, 2).build()
+    swin = build_vit("swin_nano", 16, 2)
     assert swin.spec.depths == (2, 2)
     assert _block_layers(swin) == [1, 2, 3, 4]
     assert swin.layer_id("patch_embed.proj.weight") == swin.layer_id("masked_embed") == 0
@@ -45,7 +45,7 @@ def test_swin_blocks_are_numbered_across_stages():
 
 def test_timm_vit_embeddings_sit_below_its_blocks():
     pytest.importorskip("timm")
-    vit = backbone_spec("timm:deit_tiny_patch16_224", 16, 4).build()
+    vit = build_vit("timm:deit_tiny_patch16_224", 16, 4)
     assert _block_layers(vit) == list(range(1, vit.depth + 1))
     for name in ("vit.cls_token", "vit.pos_embed", "vit.patch_embed.proj.weight"):
         assert vit.layer_id(name) == 0
@@ -54,7 +54,7 @@ def test_timm_vit_embeddings_sit_below_its_blocks():
 
 def test_every_parameter_gets_its_blocks_lr_scale():
     model = _classifier()
-    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=0.5)
+    groups = layer_decay_groups(model, layer_decay=0.5)
     scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
     # Each block learns 0.5x as fast as the one above it; the head at the full rate.
     assert scale["head.weight"] == scale["head.bias"] == scale["backbone.norm.weight"] == 1.0
@@ -67,9 +67,9 @@ def test_every_parameter_gets_its_blocks_lr_scale():
 
 def test_weight_decay_is_on_weight_matrices_only():
     model = _classifier()
-    groups = layer_decay_groups(model, weight_decay=0.05, layer_decay=0.65)
-    decayed = {n for g in groups if g["weight_decay"] == 0.05 for n in g["param_names"]}
-    plain = {n for g in groups if g["weight_decay"] == 0.0 for n in g["param_names"]}
+    groups = layer_decay_groups(model, layer_decay=0.65)
+    decayed = {n for g in groups if g["apply_wd"] for n in g["param_names"]}
+    plain = {n for g in groups if not g["apply_wd"] for n in g["param_names"]}
     matrices = ["attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"]
     expected = {"backbone.patch_embed.proj.weight", "head.weight"} | {
         f"backbone.blocks.{i}.{m}" for i in range(3) for m in matrices
@@ -83,19 +83,23 @@ def test_weight_decay_is_on_weight_matrices_only():
 
 
 def test_trainer_optimizer_uses_the_configured_decays(make_config):
-    trainer = Finetuner(make_config(**{"optim.layer_decay": 0.8, "optim.weight_decay": 0.1}))
-    trainer.close()
-    set_learning_rate(trainer.optimizer, 1.0)
+    loop = build_finetuning(make_config(**{"optim.layer_decay": 0.8, "optim.weight_decay": 0.1}))
+    loop.close()
+    schedule = loop.schedule
+    set_hyperparameters(loop.optimizer, 1.0, schedule.wd(0))
     by_name = {
         n: (g["lr"], g["weight_decay"])
-        for g in trainer.optimizer.param_groups
+        for g in loop.optimizer.param_groups
         for n in g["param_names"]
     }
     assert by_name["head.weight"] == (1.0, 0.1)
     assert by_name["backbone.blocks.0.attn.qkv.weight"] == pytest.approx((0.8**3, 0.1))
     assert by_name["backbone.pos_embed"] == pytest.approx((0.8**4, 0.0))
-    # The schedule: linear warm-up over the first epoch, then cosine to min_lr.
-    peak = trainer.cfg.optim.lr * 8 / 256
-    assert trainer.learning_rate(0) == 0.0
-    assert trainer.learning_rate(trainer.steps_per_epoch) == pytest.approx(peak)
-    assert trainer.learning_rate(trainer.total_steps) == pytest.approx(trainer.cfg.optim.min_lr)
+    # The schedule: linear warm-up over the first epoch, then cosine to min_lr; the weight
+    # decay stays where it is.
+    peak = loop.method.cfg.optim.lr * 8 / 256
+    assert schedule.learning_rate(0) == 0.0
+    assert schedule.learning_rate(loop.steps_per_epoch) == pytest.approx(peak)
+    last = schedule.total_steps
+    assert schedule.learning_rate(last) == pytest.approx(loop.method.cfg.optim.min_lr)
+    assert schedule.wd(0) == schedule.wd(last) == 0.1

@@ -14,9 +14,9 @@ from finetune_fixtures import stripes_folder
 
 from mimkit.cli import main
 from mimkit.errors import NonFiniteLossError
-from mimkit.finetune import Finetuner, finetune
-from mimkit.folder_lock import FolderInUseError
+from mimkit.finetune import build_finetuning, finetune, run_finetuning
 from mimkit.models import build_vit
+from mimkit.runs.lock import FolderInUseError
 from mimkit.train.checkpoint import load_checkpoint
 from mimkit.train.logging import read_log
 
@@ -41,7 +41,7 @@ def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_pat
         }
     )
     result = finetune(cfg)
-    assert result["status"] == "finished"
+    assert result.status == "finished"
     summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
     assert summary["num_classes"] == 2 and summary["num_train"] == 64
     assert summary["model"]["arch"] == "vit_nano" and summary["init"] == str(weights)
@@ -55,26 +55,26 @@ def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_pat
 
 def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
     full = make_config("full")
-    assert finetune(full)["step"] == 10
+    assert finetune(full).step == 10
 
     part = make_config("part")
-    trainer = Finetuner(part)
-    real_step = trainer.train_step
+    loop = build_finetuning(part)
+    real_step = loop.train_step
 
-    def step_then_ctrl_c(images, labels, step):
-        loss = real_step(images, labels, step)
+    def step_then_ctrl_c(batch, step):
+        result = real_step(batch, step)
         if step == 2:  # a real SIGINT, mid-epoch: finish this step, save, stop
             os.kill(os.getpid(), signal.SIGINT)
-        return loss
+        return result
 
-    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
-    stopped = trainer.fit()
-    trainer.close()
-    assert stopped["status"] == "stopped" and stopped["step"] == 3
+    monkeypatch.setattr(loop, "train_step", step_then_ctrl_c)
+    stopped = run_finetuning(loop)
+    loop.close()
+    assert stopped.status == "stopped" and stopped.step == 3
     assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
 
     resumed = finetune(make_config("part"))
-    assert resumed["status"] == "finished" and resumed["step"] == 10
+    assert resumed.status == "finished" and resumed.step == 10
     a = read_log(full.run.output_dir, "step")
     b = read_log(part.run.output_dir, "step")
     assert [r["step"] for r in b] == list(range(1, 11))
@@ -93,7 +93,7 @@ def test_rerunning_a_finished_run_changes_nothing(make_config):
     finetune(cfg)
     before = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
     again = finetune(make_config(**{"optim.epochs": 1}))
-    assert again["status"] == "finished" and again["step"] == before["step"]
+    assert again.status == "finished" and again.step == before["step"]
     assert len(read_log(cfg.run.output_dir, "epoch")) == 1
 
 
@@ -128,39 +128,40 @@ def test_command_line_run_prints_last_and_best(tmp_path, capsys):
 
 def test_a_non_finite_step_stops_and_keeps_the_last_checkpoint(make_config, monkeypatch):
     cfg = make_config()
-    trainer = Finetuner(cfg)
-    real_forward = trainer.model.forward
+    loop = build_finetuning(cfg)
+    model = loop.method.model
+    real_forward = model.forward
     training_steps = []
 
     def nan_from_the_seventh_step(images):
         logits = real_forward(images)
-        if trainer.model.training:
+        if model.training:
             training_steps.append(1)
             if len(training_steps) >= 7:
                 return logits * float("nan")
         return logits
 
-    monkeypatch.setattr(trainer.model, "forward", nan_from_the_seventh_step)
+    monkeypatch.setattr(model, "forward", nan_from_the_seventh_step)
     with pytest.raises(
-        NonFiniteLossError, match=r"at step 6; .*checkpoint.pth from step 5 is kept"
+        NonFiniteLossError, match=r"at step 6; .*checkpoint.pth from step 5 .*is kept"
     ):
-        trainer.fit()
-    trainer.close()
+        loop.fit()
+    loop.close()
     state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
     assert state["step"] == 5  # the end of epoch 1; the bad step was not applied
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     # Rerunning resumes from it (here with the forward back to normal) and finishes.
-    assert finetune(make_config())["step"] == 10
+    assert finetune(make_config()).step == 10
 
 
 def test_one_run_per_output_folder(make_config):
-    first = Finetuner(make_config())
+    first = build_finetuning(make_config())
     try:
         with pytest.raises(FolderInUseError, match=str(os.getpid())):
-            Finetuner(make_config())
+            build_finetuning(make_config())
     finally:
         first.close()
-    assert finetune(make_config(**{"optim.epochs": 1}))["status"] == "finished"
+    assert finetune(make_config(**{"optim.epochs": 1})).status == "finished"
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_other_backbone_families_fine_tune(make_config, arch, patch):
         pytest.importorskip("timm")
     cfg = make_config(**{"model.arch": arch, "model.patch_size": patch, "optim.epochs": 1})
     result = finetune(cfg)
-    assert result["status"] == "finished"
+    assert result.status == "finished"
     summary = json.loads((Path(cfg.run.output_dir) / "finetune.json").read_text())
     assert summary["model"]["arch"] == arch
     assert math.isfinite(summary["last"]["train_loss"])
@@ -179,3 +180,32 @@ def test_other_backbone_families_fine_tune(make_config, arch, patch):
     groups = torch.load(Path(cfg.run.output_dir) / "checkpoint.pth", weights_only=True)
     layers = {g["layer"] for g in groups["optimizer"]["param_groups"]}
     assert layers == set(range(0, summary["model"]["depth"] + 2))
+
+
+def test_a_ruinous_step_rolls_back_to_the_last_good_checkpoint(make_config):
+    """As in pretraining (the same engine): a step that ruins the weights with a finite loss
+    is saved; the next one is not finite; the checkpoint in place is the one before."""
+    first = make_config(**{"optim.epochs": 2, "run.max_steps": 5})
+    assert finetune(first).step == 5
+    path = Path(first.run.output_dir) / "checkpoint.pth"
+    good = path.read_bytes()
+    wild = {"optim.lr": 1e12, "run.save_every_steps": 1, "run.allow_changes": True}
+    with pytest.raises(NonFiniteLossError, match=r"checkpoint.pth from step 5 \(epoch 1\) is kept"):
+        finetune(make_config(**{"optim.epochs": 2, **wild}))
+    assert path.read_bytes() == good  # the ruined step-6 save was rolled back
+    assert sorted(p.name for p in path.parent.glob("*checkpoint*")) == ["checkpoint.pth"]
+    assert finetune(make_config(**{"optim.epochs": 2})).step == 10  # and it resumes from it
+
+
+def test_an_unreadable_val_image_is_refused_before_any_training(tmp_path, capsys):
+    data = stripes_folder(tmp_path / "stripes", per_class=8, val_per_class=4)
+    (data / "val" / "vertical" / "000.png").write_bytes(b"not an image")
+    out = tmp_path / "ft"
+    argv = ["--init", "random", "--arch", "vit_nano", "--img-size", "16", "--patch-size", "4"]
+    argv += ["--data", str(data), "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+    argv += ["--output-dir", str(out), "--set", "data.on_bad_image=error"]
+    assert main(["finetune", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mimkit finetune: error:") and "\n" not in err
+    assert "val/vertical/000.png" in err
+    assert not out.exists()  # no epoch was trained, nothing was written

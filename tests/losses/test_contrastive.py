@@ -156,7 +156,7 @@ def test_stable_at_low_temperature():
 
 
 def test_pretrain_logs_contrastive_term(tmp_path):
-    from mimkit.train.pretrain import run_pretraining
+    from mimkit.ibot.pretrain import run_pretraining
 
     tiny_config = _train_conftest().tiny_config
     cfg = tiny_config(tmp_path / "run", **{"loss.lambda3": 0.5, "run.max_steps": 2})

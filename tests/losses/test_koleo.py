@@ -57,7 +57,7 @@ def test_gradient_steps_spread_the_points():
 
 
 def test_pretrain_logs_koleo_term(tmp_path):
-    from mimkit.train.pretrain import run_pretraining
+    from mimkit.ibot.pretrain import run_pretraining
 
     cfg = _tiny_config()(tmp_path / "run", **{"loss.koleo": 0.1, "run.max_steps": 2})
     run_pretraining(cfg)
@@ -66,7 +66,7 @@ def test_pretrain_logs_koleo_term(tmp_path):
 
 
 def test_needs_two_images_per_batch(tmp_path):
-    from mimkit.validation import validate_config
+    from mimkit.ibot.validation import validate_config
 
     cfg = _tiny_config()(tmp_path / "run", **{"loss.koleo": 0.1, "optim.batch_size": 1})
     with pytest.raises(ConfigError, match="KoLeo"):

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from mimkit.config import MaskingConfig
 from mimkit.masking import (
     MaskGenerator,
     block_mask,
@@ -17,6 +16,7 @@ from mimkit.masking import (
     random_mask,
     select_mask,
 )
+from mimkit.masking.config import MaskingConfig
 from mimkit.models import ReadoutRequest, build_vit
 from mimkit.models.readout import ReadoutRecorder
 

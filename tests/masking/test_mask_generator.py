@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mimkit.config import MaskingConfig as MaskConfig
 from mimkit.errors import ConfigError
 from mimkit.masking import MaskGenerator, parse_score, parse_strategies, select_mask
+from mimkit.masking.config import MaskingConfig as MaskConfig
 from mimkit.models import Readout, ReadoutRequest, build_vit
 
 ALL = ["random", "block", "high", "low@log:0", "hint@power:1:2", "high@rollout", "high@multi:0+2"]

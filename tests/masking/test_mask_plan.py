@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimkit.config import MaskingConfig
 from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies
+from mimkit.masking.config import MaskingConfig
 from mimkit.models import Readout
 
 DEPTH, GRID = 3, 6

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mimkit.errors import ConfigError
-from mimkit.models import ReadoutRequest, backbone_spec
+from mimkit.models import ReadoutRequest, backbone_spec, build_vit
 
 timm = pytest.importorskip("timm")
 ARCH = "timm:deit_tiny_patch16_224"
@@ -13,7 +13,7 @@ ARCH = "timm:deit_tiny_patch16_224"
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = backbone_spec(ARCH, 16, 4).build().eval()  # 4x4 grid, 12 blocks of 3 heads
+    m = build_vit(ARCH, 16, 4).eval()  # 4x4 grid, 12 blocks of 3 heads
     with torch.no_grad():
         m.masked_embed.normal_()
     return m

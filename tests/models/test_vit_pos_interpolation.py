@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from mimkit.errors import ConfigError
-from mimkit.models import backbone_spec
+from mimkit.models import backbone_spec, build_backbone
 
 
 def _ramp_vit(mode: str) -> torch.nn.Module:
     """A 14x14 ViT whose patch position embedding is the column index (a linear ramp)."""
-    vit = backbone_spec("vit_nano", 56, 4).build(pos_interpolation=mode)  # 14x14 grid
+    vit = build_backbone(backbone_spec("vit_nano", 56, 4), pos_interpolation=mode)  # 14x14 grid
     with torch.no_grad():
         cols = torch.arange(14.0).repeat(14)  # patch (i, j) -> j
         vit.pos_embed[0, 1:] = cols[:, None].expand(-1, vit.embed_dim)
@@ -66,9 +66,9 @@ def test_the_trained_grid_is_used_as_is():
 
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="pos_interpolation"):
-        backbone_spec("vit_nano").build(pos_interpolation="nearest")
+        build_backbone(backbone_spec("vit_nano"), pos_interpolation="nearest")
 
 
 def test_dino_interpolation_is_for_mimkits_vit_only():
     with pytest.raises(ConfigError, match="pos_interpolation 'dino' applies to mimkit's ViT"):
-        backbone_spec("swin_nano").build(pos_interpolation="dino")
+        build_backbone(backbone_spec("swin_nano"), pos_interpolation="dino")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mimkit.config import PretrainConfig, load_config
+from mimkit.ibot.config import PretrainConfig, load_config
 
 
 def tiny_config(out: Path, **fields: object) -> PretrainConfig:

@@ -10,9 +10,9 @@ import torch
 
 from mimkit.cli import main
 from mimkit.errors import ConfigError
+from mimkit.ibot.pretrain import run_pretraining
+from mimkit.ibot.validation import validate_config
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import run_pretraining
-from mimkit.validation import validate_config
 from mimkit.weights import export_backbone, load_pretrained
 
 SWIN = {"model.arch": "swin_nano", "model.img_size": 16, "model.patch_size": 2}

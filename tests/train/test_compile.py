@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mimkit.errors import ConfigError
+from mimkit.ibot.pretrain import build_pretraining, run_pretraining
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import build_pretraining, run_pretraining
 
 # aot_eager traces the blocks through dynamo and AOT autograd, as inductor does, without
 # generating C++ (minutes on a 2-core CPU); inductor itself runs in benchmarks/gpu.sh.

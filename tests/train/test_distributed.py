@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     sys.path.insert(0, {tests!r})
     from conftest import tiny_config
-    from mimkit.train.pretrain import build_pretraining
+    from mimkit.ibot.pretrain import build_pretraining
 
     cfg = tiny_config({out!r}, **{{"run.max_steps": 3, "data.subset": 8}})
     loop = build_pretraining(cfg)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimkit.config import load_config
 from mimkit.errors import ConfigError
+from mimkit.ibot.config import load_config
+from mimkit.ibot.pretrain import build_pretraining, run_pretraining
+from mimkit.ibot.schedules import masking_started
+from mimkit.ibot.validation import validate_config
 from mimkit.losses import IBOTLoss, masked_patches
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import build_pretraining, run_pretraining
-from mimkit.train.schedules import masking_started
-from mimkit.validation import validate_config
 
 
 @pytest.mark.parametrize(

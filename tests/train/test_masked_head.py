@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mimkit.crops import Crops
+from mimkit.data.crops import Crops
+from mimkit.ibot.meta_arch import IBOTMetaArch
+from mimkit.ibot.pretrain import build_pretraining
 from mimkit.losses.contrastive import DenseContrastiveLoss
-from mimkit.train.meta_arch import IBOTMetaArch
-from mimkit.train.pretrain import build_pretraining
 
 
 def varied_masks(images: int, n: int, gen: torch.Generator) -> torch.Tensor:

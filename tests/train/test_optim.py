@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimkit.config import load_config
+from mimkit.ibot.config import load_config
+from mimkit.ibot.meta_arch import build_network
+from mimkit.ibot.pretrain import build_pretraining
 from mimkit.train import loop as loop_module
-from mimkit.train.meta_arch import build_network
-from mimkit.train.optim import build_optimizer, clip_gradients, param_groups, set_hyperparameters
-from mimkit.train.pretrain import build_pretraining
+from mimkit.train.optim import adamw, clip_gradients, param_groups, set_hyperparameters
 
 
 def _network(norm_last_layer: bool = False) -> torch.nn.Module:
@@ -145,7 +145,7 @@ def test_frozen_last_layer_gradients_are_dropped_before_clipping(make_config, mo
 
 def test_adamw_is_fused_where_the_kernel_exists():
     model = _network()
-    fused = build_optimizer(model, torch.device("cpu"))
+    fused = adamw(param_groups(model), torch.device("cpu"))
     assert fused.defaults["fused"] is True
     plain = torch.optim.AdamW(param_groups(model), lr=0.0, weight_decay=0.0, foreach=False)
     # Same update rule as torch's per-tensor loop, over a few steps with decay on one group.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mimkit.train.pretrain import build_pretraining
+from mimkit.ibot.pretrain import build_pretraining
 
 STRATEGIES = (["random"], ["block"], ["high@raw:-1"], ["hint@raw:-1"])
 

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from mimkit.cli import main
-from mimkit.config import load_config, shipped_config_names
+from mimkit.config import shipped_config_names
+from mimkit.ibot.config import load_config
 from mimkit.train.checkpoint import load_checkpoint
 
 TINY = [

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mimkit.ibot.pretrain import build_pretraining, run_pretraining
 from mimkit.train.checkpoint import KeptCheckpoints, load_checkpoint
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import build_pretraining, run_pretraining
 
 STRATEGY_FAMILIES = [
     ["random"],
@@ -50,7 +50,7 @@ def test_teacher_is_ema_of_student(make_config):
     before_t = {k: v.clone() for k, v in loop.method.teacher.state_dict().items()}
     loop.fit()
     s, t = loop.method.student.state_dict(), loop.method.teacher.state_dict()
-    m = loop.schedules.momentum(0)
+    m = loop.schedule.momentum(0)
     key = "backbone.blocks.0.attn.qkv.weight"
     torch.testing.assert_close(t[key], m * before_t[key] + (1 - m) * s[key])
 
@@ -70,9 +70,12 @@ def test_resume_replays_the_same_loss_curve(make_config, batched):
     b = [r["loss"] for r in read_log(resumed.run.output_dir, "step")]
     assert len(a) == len(b) == 10
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
-    # One record per finished epoch; the resumed one says it averages over 2 steps, not 5.
+    # One record per finished epoch; the resumed one averages over all its 5 steps too.
     epochs = [(r["epoch"], r["steps"]) for r in read_log(resumed.run.output_dir, "epoch")]
-    assert epochs == [(1, 2), (2, 5)]
+    assert epochs == [(1, 5), (2, 5)]
+    ea = [r["loss"] for r in read_log(full.run.output_dir, "epoch")]
+    eb = [r["loss"] for r in read_log(resumed.run.output_dir, "epoch")]
+    assert ea == pytest.approx(eb, rel=1e-5, abs=1e-6)
     ta = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["teacher"]
     tb = load_checkpoint(f"{resumed.run.output_dir}/checkpoint.pth")["teacher"]
     for key in ta:
@@ -86,7 +89,8 @@ def test_a_ruinous_step_never_replaces_the_last_good_checkpoint(make_config):
     assert run_pretraining(first).step == 5
     path = Path(first.run.output_dir) / "checkpoint.pth"
     good = path.read_bytes()
-    wild = run_pretraining(make_config(**{"optim.lr": 1e10, "run.save_every_steps": 1}))
+    wild_lr = {"optim.lr": 1e10, "run.save_every_steps": 1, "run.allow_changes": True}
+    wild = run_pretraining(make_config(**wild_lr))
     assert (wild.status, wild.step) == ("non_finite", 5)
     assert re.search(r"at step 6; .*checkpoint.pth from step 5 \(epoch 1\) is kept", wild.error)
     assert path.read_bytes() == good  # the step-6 save was rolled back
@@ -173,6 +177,9 @@ def test_checkpoints_keep_the_layout_of_earlier_versions(make_config):
         "mimkit_version",
         "steps_per_epoch",  # added later, with world_size: files without them still resume
         "world_size",
+        "batch_size",  # added with the engine, with elapsed and epoch_stats
+        "elapsed",
+        "epoch_stats",
     }
     assert set(state["loss"]) == {"center", "center2"}
     for net in ("student", "teacher"):
@@ -207,8 +214,12 @@ def test_resuming_with_another_batch_size_is_refused(make_config):
     from mimkit.errors import CheckpointError
 
     run_pretraining(make_config(**{"run.max_steps": 3}))
-    with pytest.raises(CheckpointError, match=r"5 steps per epoch \(batch size 8 x 1 .*has 2 "):
+    with pytest.raises(CheckpointError, match=r"optim.batch_size=8, this run has .*=16; "):
         build_pretraining(make_config(**{"optim.batch_size": 16}))
+    # Even taken on purpose, it would move the epochs: still refused.
+    other = make_config(**{"optim.batch_size": 16, "run.allow_changes": True})
+    with pytest.raises(CheckpointError, match=r"5 steps per epoch \(batch size 8 x 1 .*has 2 "):
+        build_pretraining(other)
 
 
 def test_an_image_that_breaks_mid_run_stops_cleanly_with_the_state_saved(tmp_path, make_config):

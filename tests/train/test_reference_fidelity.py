@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mimkit.config import load_config
-from mimkit.train.checkpoint import same_model_config
-from mimkit.train.meta_arch import build_network
-from mimkit.validation import validate_config
+from mimkit.ibot.config import PretrainConfig, load_config
+from mimkit.ibot.meta_arch import build_network
+from mimkit.ibot.validation import validate_config
+from mimkit.train.checkpoint import first_change
 
 
 def test_with_a_shared_head_the_teacher_patch_prototypes_are_its_cls_ones():
@@ -27,14 +27,19 @@ def test_with_a_shared_head_the_teacher_patch_prototypes_are_its_cls_ones():
 
 def test_checkpoints_from_before_a_model_field_existed_still_match():
     cfg = load_config(None)
+    defaults = PretrainConfig().to_dict()
+
+    def change(saved_model, current):
+        return first_change({"model": saved_model}, {"model": current.to_dict()["model"]}, defaults)
+
     saved = cfg.to_dict()["model"]
-    assert same_model_config(saved, cfg)
+    assert change(saved, cfg) is None
     older = {k: v for k, v in saved.items() if k != "pos_interpolation"}
-    assert same_model_config(older, cfg)  # the new field is at its default
+    assert change(older, cfg) is None  # the new field is at its default
     dino = load_config(None, [("model.pos_interpolation", "dino")])
-    assert not same_model_config(older, dino)
-    assert not same_model_config({**saved, "out_dim": 7}, cfg)
-    assert not same_model_config({**saved, "unknown": 1}, cfg)
+    assert change(older, dino) == ("model.pos_interpolation", "size", "dino")
+    assert change({**saved, "out_dim": 7}, cfg) == ("model.out_dim", 7, cfg.model.out_dim)
+    assert change({**saved, "unknown": 1}, cfg) == ("model.unknown", 1, None)
 
 
 # The switch that gives each reference behaviour, and its reference value.

@@ -2,9 +2,9 @@
 
 import torch
 
-from mimkit.config import PretrainConfig
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.data import build_train_data
 from mimkit.train.batches import BatchKey, BatchViews
-from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mimkit.train.schedules import Schedules, cosine
+from mimkit.ibot.schedules import Schedules
+from mimkit.train.schedules import cosine
 
 
 def make(**kw) -> Schedules:

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from mimkit.train.pretrain import build_pretraining
+from mimkit.ibot.pretrain import build_pretraining
+from mimkit.train.method import Batch
 
 # Calls that read a device tensor into Python, or whose output shape depends on its values.
 READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__"}
@@ -68,9 +69,9 @@ def test_one_host_sync_per_step(make_config, fields):
     cfg = make_config(**fields, **{"data.num_workers": 0})
     loop = build_pretraining(cfg)
     loop.method.train()
-    for step, (crops, _, plan) in enumerate(loop.data.loader(0, 0, pin_memory=False)):
+    for step, batch in enumerate(loop.data.loader(0, 0, pin_memory=False)):
         with SyncCounter() as counter:
-            loop.train_step(crops, step, plan)
+            loop.train_step(Batch(*batch), step)
         assert [s for s in counter.syncs if s not in HOST_ONLY] == ["tolist in train_step"]
         if step == 1:
             break
@@ -93,8 +94,8 @@ def test_heads_run_under_autocast(make_config):
         for name, module in net.named_modules():
             if isinstance(module, nn.Linear):
                 module.register_forward_hook(partial(_record, dtypes, f"{net_name}.{name}"))
-    crops, _, plan = next(iter(loop.data.loader(0, 0, pin_memory=False)))
-    result = loop.train_step(crops, 0, plan)
+    batch = next(iter(loop.data.loader(0, 0, pin_memory=False)))
+    result = loop.train_step(Batch(*batch), 0)
     heads = [k for k in dtypes if ".head." in k]
     assert any(k.startswith("student.head.last_layer") for k in heads)
     assert any(k.startswith("teacher.head.last_layer") for k in heads)

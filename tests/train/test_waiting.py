@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from mimkit.ibot.pretrain import run_pretraining
 from mimkit.train.logging import read_log
-from mimkit.train.pretrain import run_pretraining
 from mimkit.train.waiting import WaitClock
 
 

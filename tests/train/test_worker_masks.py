@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mimkit.train.pretrain import build_pretraining
+from mimkit.ibot.pretrain import build_pretraining
 
 MIXED = ["block", "high"]  # one data-independent crop, one attention-guided crop
 

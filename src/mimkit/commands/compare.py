@@ -14,7 +14,7 @@ from typing import Any
 from mimkit.commands.argtypes import non_negative_int, positive_int
 from mimkit.config import parse_override
 from mimkit.errors import ConfigError
-from mimkit.folder_lock import FolderLock
+from mimkit.runs.lock import FolderLock
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -36,6 +36,12 @@ def add_config_arguments(
         help="continue from this checkpoint (default: OUTPUT_DIR/checkpoint.pth when present)",
     )
     p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="resume even though settings that change the computation differ from the "
+        "checkpoint's (default: such a resume is refused)",
+    )
+    p.add_argument(
         "--no-resume",
         action="store_true",
         help="refuse to reuse an output dir that holds a checkpoint (default: resume it)",
@@ -45,6 +51,8 @@ def add_config_arguments(
 def config_overrides(args: argparse.Namespace, flags: Flags) -> list[tuple[str, Any]]:
     """``--set`` overrides first, then the flags that were given (they win)."""
     overrides = [parse_override(text) for text in args.set]
+    if getattr(args, "allow_changes", False):
+        overrides.append(("run.allow_changes", True))
     for flag, (path, _, _) in flags.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:

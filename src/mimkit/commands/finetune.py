@@ -56,42 +56,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mimkit.data import describe_data_spec
-    from mimkit.finetune import Finetuner, load_finetune_config
+    from mimkit.finetune import build_finetuning, load_finetune_config, run_finetuning
     from mimkit.finetune.results import RESULTS_NAME, summary_lines
 
     cfg = load_finetune_config(args.config, config_overrides(args, FLAGS))
-    trainer = Finetuner(cfg, resume=not args.no_resume, resume_from=args.resume)
-    main = trainer.dist.is_main
+    loop = build_finetuning(cfg, resume=not args.no_resume, resume_from=args.resume)
+    method = loop.method
+    main = loop.dist.is_main
     try:
         if main:
-            d = trainer.model_description
+            d, data = method.init.description, method.data
             print(
                 f"mimkit finetune: {d.get('arch') or 'ViT'} {d['img_size']}px/{d['patch_size']} "
-                f"from {trainer.init.source}, data {describe_data_spec(cfg.data.dataset)} "
-                f"({len(trainer.data.train)} train images, {trainer.data.num_classes} classes, "
-                f"{len(trainer.data.val)} val), {trainer.steps_per_epoch} steps/epoch, "
-                f"device {trainer.device}, output {trainer.out}"
-                + (f", resuming at step {trainer.start_step}" if trainer.start_step else ""),
+                f"from {method.init.source}, data {describe_data_spec(cfg.data.dataset)} "
+                f"({len(data.train)} train images, {data.num_classes} classes, "
+                f"{len(data.val)} val), {loop.steps_per_epoch} steps/epoch, "
+                f"device {loop.device}, output {loop.out}"
+                + (f", resuming at step {loop.start_step}" if loop.start_step else ""),
                 flush=True,
             )
-            for note in trainer.notes:
+            for note in method.report.notes:
                 print(f"note: {note}")
         try:
-            result = trainer.fit()
+            result = run_finetuning(loop)
         except NonFiniteLossError as err:
-            print(f"mimkit finetune: error: {err}", file=sys.stderr)
-            return 3
-        if result["status"] == "stopped":
             if main:
-                print(f"mimkit finetune: stopped at step {result['step']}; rerun to resume.")
+                print(f"mimkit finetune: error: {err}", file=sys.stderr)
+            return 3
+        if result.status == "stopped":
+            if main:
+                print(f"mimkit finetune: stopped at step {result.step}; rerun to resume.")
             return 130
         if not main:
             return 0
-        print(f"mimkit finetune: {result['status']} at step {result['step']}")
-        if trainer.history:
-            for line in summary_lines(trainer.history):
+        print(f"mimkit finetune: {result.status} at step {result.step}")
+        if result.history:
+            for line in summary_lines(result.history):
                 print(line)
-            print(f"wrote {trainer.out / RESULTS_NAME}")
+            print(f"wrote {result.output_dir / RESULTS_NAME}")
         return 0
     finally:
-        trainer.close()
+        loop.close()

@@ -8,7 +8,7 @@ import time
 from mimkit.commands.argtypes import positive_float, positive_int
 from mimkit.commands.evalargs import add_eval_args, output_path, prepare_from_args
 from mimkit.errors import ConfigError
-from mimkit.results import check_output_writable, write_json
+from mimkit.runs.json_files import check_output_writable, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

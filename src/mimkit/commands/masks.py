@@ -8,7 +8,7 @@ from pathlib import Path
 from mimkit.commands.argtypes import open_unit_float, positive_int
 from mimkit.commands.evalargs import add_model_args, model_source
 from mimkit.errors import ConfigError, output_error
-from mimkit.output_paths import writable_folder
+from mimkit.runs.paths import writable_folder
 
 MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
 # Shown by default: every mode, and high with each score kind (those the backbone can give).
@@ -116,7 +116,7 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
         torch.manual_seed(args.seed)
         arch, size, patch = args.arch, args.img_size, args.patch_size
         if arch is None:
-            from mimkit.config import load_config
+            from mimkit.ibot.config import load_config
 
             main = load_config(MAIN_CONFIG).model
             arch, size, patch = main.arch, size or main.img_size, patch or main.patch_size

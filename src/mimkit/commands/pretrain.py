@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimkit.commands.config_args import Flags, add_config_arguments, config_overrides
-from mimkit.config import load_config
 
 if TYPE_CHECKING:
     from mimkit.train.loop import TrainLoop
@@ -67,7 +66,8 @@ def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: torch and the models load only when a command runs, not for --help.
-    from mimkit.train.pretrain import run_pretraining
+    from mimkit.ibot.config import load_config
+    from mimkit.ibot.pretrain import run_pretraining
 
     cfg = load_config(args.config, collect_overrides(args))
 
@@ -124,8 +124,8 @@ def print_final_knn(cfg: Any, scores: dict[str, float]) -> None:
 
     from mimkit.devices import resolve_device
     from mimkit.evaluate.reference import reference_knn
+    from mimkit.ibot.pretrain import knn_hook
     from mimkit.models import build_vit
-    from mimkit.train.pretrain import knn_hook
 
     def random_backbone() -> Any:
         torch.manual_seed(cfg.run.seed)  # the run's own initial weights

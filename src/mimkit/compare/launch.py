@@ -27,7 +27,7 @@ class RunFailed(Exception):
 
 
 def pretrain_inprocess(run: RunSpec) -> None:
-    from mimkit.train.pretrain import run_pretraining
+    from mimkit.ibot.pretrain import run_pretraining
 
     result = run_pretraining(run.config)
     if result.status == "non_finite":

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from mimkit.config import PretrainConfig, load_config
 from mimkit.errors import ConfigError, MimkitError
+from mimkit.ibot.config import PretrainConfig, load_config
 
 SHIPPED_COMPARE_CONFIGS = "compare"  # folder inside mimkit/configs
 
@@ -378,7 +378,7 @@ def build_run_config(
 def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
     """Every run of the grid, each config built and validated; raises before anything is
     written. Errors name the strategy."""
-    from mimkit.validation import validate_config
+    from mimkit.ibot.validation import validate_config
 
     out = Path(out)
     try:

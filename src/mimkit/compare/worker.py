@@ -17,8 +17,8 @@ from typing import Any
 from mimkit.compare.launch import CompareInterrupted, Nodes, RunFailed
 from mimkit.compare.runner import first_line, record_failure, run_one
 from mimkit.compare.spec import EvalSettings, RunSpec, Strategy
-from mimkit.config import PretrainConfig
 from mimkit.errors import MimkitError
+from mimkit.ibot.config import PretrainConfig
 
 JOB_FILE = "compare_job.json"
 EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130

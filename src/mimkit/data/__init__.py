@@ -30,7 +30,6 @@ from mimkit.data.transforms import (
     MultiCropTransform,
     eval_transform,
     finetune_transform,
-    seed_worker,
     train_eval_transform,
 )
 
@@ -68,7 +67,6 @@ __all__ = [
     "parse_data_spec",
     "per_class_subset",
     "read_idx",
-    "seed_worker",
     "train_eval_transform",
     "validate_data_spec",
     "write_idx",

@@ -1,8 +1,8 @@
 """Augmentations (docs/method.md, section "Pretraining") and evaluation transforms, built
 from torchvision transforms.
 
-Randomness comes from torch's global RNG (DataLoader seeds each worker); :func:`seed_worker`
-also seeds ``random`` and ``numpy`` in workers.
+Randomness comes from torch's global RNG, seeded per image by the data order's streams
+(``mimkit.train.sampling``).
 
 Normalisation: ImageNet mean/std by default; each data source names its own
 (:func:`mimkit.data.default_normalization`, ``data/build.py``): the Fashion-MNIST statistics
@@ -13,11 +13,9 @@ recognised in a plain folder).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
@@ -268,9 +266,3 @@ def finetune_transform(
         ops.append(T.RandomErasing(p=erase_prob, value="random"))
     return T.Compose(ops)
 
-
-def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn`` for DataLoader: seed ``random`` and ``numpy`` from torch's worker seed."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,7 @@ class OnlineKnnHook:
     every: int = 0
     k: int = 20
     name: str = "knn"
+    all_ranks: bool = False  # the main process measures; the others wait
 
     def due(self, epoch: int) -> bool:
         return self.every > 0 and epoch % self.every == 0
@@ -66,7 +68,8 @@ class OnlineKnnHook:
         val = build_dataset(self.val_data or self.data, "val", tf)
         return train, val
 
-    def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]:
+    def __call__(self, method: Any, device: torch.device) -> dict[str, float]:
+        """k-NN of ``method.eval_backbone()`` (a :class:`~mimkit.train.method.Method`)."""
         train, val = self.datasets()
-        result = online_knn(backbone, train, val, device, k=self.k)
+        result = online_knn(method.eval_backbone(), train, val, device, k=self.k)
         return {key: float(v) for key, v in result.items()}

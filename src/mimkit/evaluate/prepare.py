@@ -25,7 +25,7 @@ from mimkit.data import (
 from mimkit.devices import resolve_device
 from mimkit.errors import ConfigError
 from mimkit.evaluate.features import cached_features, feature_cache_key
-from mimkit.models import Backbone, BackboneSpec
+from mimkit.models import Backbone, BackboneSpec, build_backbone
 from mimkit.weights.io import ModelSource, load_backbone, load_backbone_state, resolve_spec
 
 
@@ -127,7 +127,7 @@ def prepare_eval(
         train_split: dataset_fingerprint(data, train_split, subset),
         val_split: dataset_fingerprint(data, val_split, val_subset),
     }
-    model = spec.build()
+    model = build_backbone(spec)
     notes = load_backbone(sd, model, interpolate_pos_embed=source.interpolate_pos_embed)
     model.to(dev).eval()
     mean, std = default_normalization(str(data))

@@ -49,6 +49,9 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
         subset=d.val_subset,
         on_bad_image=d.on_bad_image,
     )
+    # Both splits before any work: an unreadable val image would otherwise stop the run
+    # after its first epoch ("error"), or leave the set ("skip").
+    check_images(val)
     classes = num_classes(train)
     val_labels = dataset_labels(val)
     if not val_labels:

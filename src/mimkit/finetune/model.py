@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mimkit.errors import CheckpointError
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
-from mimkit.models import Backbone, BackboneSpec, backbone_spec
+from mimkit.models import Backbone, BackboneSpec, backbone_spec, build_backbone
 from mimkit.weights import load_backbone, load_backbone_state, resolve_spec
 
 
@@ -73,7 +73,7 @@ def build_classifier(
 ) -> tuple[Classifier, list[str]]:
     """The classifier with the --init weights loaded strictly; notes say what was adapted."""
     torch.manual_seed(cfg.run.seed)  # same random parts for the same seed
-    backbone = init.spec.build(cfg.model.drop_path_rate)
+    backbone = build_backbone(init.spec, cfg.model.drop_path_rate)
     notes: list[str] = []
     if init.state is not None:
         # An explicit image size other than the file's resizes its position embedding.

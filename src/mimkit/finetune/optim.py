@@ -24,9 +24,10 @@ def layer_id(name: str, backbone: Backbone) -> int:
     return backbone.depth + 1
 
 
-def layer_decay_groups(model: Classifier, weight_decay: float, layer_decay: float) -> list[dict]:
-    """One AdamW group per (layer, decayed or not), each with its ``lr_scale`` and its
-    weight decay; frozen parameters are left out. Groups carry their ``param_names``."""
+def layer_decay_groups(model: Classifier, layer_decay: float) -> list[dict]:
+    """One AdamW group per (layer, decayed or not), each with its ``lr_scale`` and whether
+    the schedule's weight decay applies (``apply_wd``); frozen parameters are left out.
+    Groups carry their ``param_names``."""
     backbone = model.backbone
     depth = backbone.depth
     groups: dict[tuple[int, bool], dict] = {}
@@ -41,15 +42,9 @@ def layer_decay_groups(model: Classifier, weight_decay: float, layer_decay: floa
                 "param_names": [],
                 "layer": lid,
                 "lr_scale": layer_decay ** (depth + 1 - lid),
-                "weight_decay": weight_decay if decay else 0.0,
+                "apply_wd": decay,
             },
         )
         group["params"].append(p)
         group["param_names"].append(name)
     return [groups[key] for key in sorted(groups)]
-
-
-def set_learning_rate(optimizer, lr: float) -> None:
-    """The schedule's rate, scaled per group by its layer's ``lr_scale``."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]

@@ -3,14 +3,35 @@ is optimistic), written as ``finetune.json`` next to the run's checkpoint."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-from mimkit.results import write_json
-
-if TYPE_CHECKING:
-    from mimkit.finetune.trainer import Finetuner
+from mimkit.runs.json_files import write_json
 
 RESULTS_NAME = "finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneReport:
+    """What a fine-tuning run reports about itself besides its epochs."""
+
+    output_dir: Path
+    init: str  # the resolved weights file, or "random"
+    checkpoint_key: str | None  # the network read from a two-network checkpoint
+    model: dict[str, Any]  # the backbone's description
+    data: str
+    val_data: str
+    subset: float | None
+    val_subset: float | None
+    num_train: int
+    num_val: int
+    num_classes: int
+    epochs: int
+    device: str
+    world_size: int
+    notes: list[str]
+    config: dict[str, Any]
 
 
 def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -38,28 +59,22 @@ def summary_lines(history: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def write_results(trainer: Finetuner, status: str) -> None:
-    cfg, data = trainer.cfg, trainer.data
+def write_results(
+    report: FinetuneReport, history: list[dict[str, Any]], status: str, seconds: float
+) -> Path:
+    """``OUTPUT_DIR/finetune.json``: the report, the last and best epochs and the history."""
+    fields = asdict(report)
+    out = Path(fields.pop("output_dir")) / RESULTS_NAME
     payload = {
         "status": status,
-        "init": trainer.init.source,
-        "checkpoint_key": cfg.run.init_key if trainer.init.state is not None else None,
-        "model": trainer.model_description,
-        "data": cfg.data.dataset,
-        "val_data": cfg.data.val_dataset or cfg.data.dataset,
-        "subset": cfg.data.subset,
-        "val_subset": cfg.data.val_subset,
-        "num_train": len(data.train),
-        "num_val": len(data.val),
-        "num_classes": data.num_classes,
-        "epochs_done": len(trainer.history),
-        "epochs": cfg.optim.epochs,
-        **summary(trainer.history),
-        "history": trainer.history,
-        "seconds": round(trainer.elapsed, 3),
-        "device": str(trainer.device),
-        "world_size": trainer.dist.world_size,
-        "notes": trainer.notes,
-        "config": cfg.to_dict(),
+        **{k: fields[k] for k in ("init", "checkpoint_key", "model", "data", "val_data")},
+        **{k: fields[k] for k in ("subset", "val_subset", "num_train", "num_val", "num_classes")},
+        "epochs_done": len(history),
+        "epochs": report.epochs,
+        **(summary(history) if history else {}),
+        "history": history,
+        "seconds": round(seconds, 3),
+        **{k: fields[k] for k in ("device", "world_size", "notes", "config")},
     }
-    write_json(trainer.out / RESULTS_NAME, payload)
+    write_json(out, payload)
+    return out

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mimkit.config import MaskingConfig
-from mimkit.crops import CropLayout
+from mimkit.data.crops import CropLayout
 from mimkit.errors import ConfigError
+from mimkit.masking.config import MaskingConfig
 from mimkit.masking.plan import MaskPlan
 from mimkit.masking.select import uniform
 from mimkit.masking.strategy import (
@@ -27,7 +27,7 @@ from mimkit.models.readout import Readout, ReadoutRequest
 class MaskGenerator:
     """Draws one ``[B, G, G]`` bool mask per global crop.
 
-    The teacher ran on the global crops concatenated along the batch (``mimkit.crops``), so
+    The teacher ran on the global crops concatenated along the batch (``mimkit.data.crops``), so
     crop ``c``'s strategy reads the readout rows of crop ``c``'s images.
     """
 

@@ -4,7 +4,8 @@ checkpoints and exports, and the named presets of each family.
 Families: ``vit`` (mimkit's ViT, ``models/vit.py``), ``swin`` (mimkit's Swin,
 ``models/swin.py``) and ``timm`` (``timm:NAME``: a timm ``VisionTransformer``, built by timm,
 ``models/timm_vit.py``). Everything that only needs arithmetic (mask grid, number of patches,
-depth, supported read-outs) is answered here without building a model.
+depth, supported read-outs) is answered here without building a model; building one is
+``models/families.py``'s, which knows each family's class.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mimkit.errors import ConfigError
-from mimkit.models.backbone import CLS_ROWS, ROLLOUT, Backbone
+from mimkit.models.backbone import CLS_ROWS, ROLLOUT
 
 FAMILIES = ("vit", "swin", "timm")
 TIMM_PREFIX = "timm:"
@@ -75,38 +76,6 @@ class BackboneSpec:
         return self
 
     # -- building and describing ----------------------------------------------------------
-    def build(self, drop_path_rate: float = 0.0, pos_interpolation: str = "size") -> Backbone:
-        """The backbone; ``pos_interpolation`` (mimkit's ViT only) is how smaller crops get
-        their position embeddings (``models/vit.py``)."""
-        self.check()
-        if pos_interpolation != "size" and self.family != "vit":
-            raise ConfigError(
-                f"model.pos_interpolation {pos_interpolation!r} applies to mimkit's ViT "
-                f"only, not to {self.arch}"
-            )
-        if self.family == "swin":
-            from mimkit.models.swin import SwinTransformer
-
-            return SwinTransformer(self, drop_path_rate)
-        if self.family == "timm":
-            from mimkit.models.timm_vit import TimmViT
-
-            return TimmViT(self, drop_path_rate)
-        from mimkit.models.vit import VisionTransformer
-
-        return VisionTransformer(
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            in_chans=self.in_chans,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            drop_path_rate=drop_path_rate,
-            pos_interpolation=pos_interpolation,
-        )
-
     def replace(self, **changes: Any) -> BackboneSpec:
         return dataclasses.replace(self, **changes)
 
@@ -198,32 +167,3 @@ PRESETS = {name: spec.replace(arch=name) for name, spec in PRESETS.items()}
 
 def arch_names() -> str:
     return ", ".join(PRESETS) + f", {TIMM_PREFIX}NAME"
-
-
-def backbone_spec(
-    arch: str, img_size: int | None = None, patch_size: int | None = None, in_chans: int = 3
-) -> BackboneSpec:
-    """The spec of a preset or ``timm:NAME``, optionally at another image or patch size."""
-    if arch.startswith(TIMM_PREFIX):
-        from mimkit.models.timm_vit import timm_spec
-
-        return timm_spec(arch, img_size, patch_size, in_chans).check()
-    if arch not in PRESETS:
-        raise ConfigError(f"unknown arch {arch!r}; choose one of {arch_names()}")
-    p = PRESETS[arch]
-    spec = p.replace(
-        img_size=img_size or p.img_size, patch_size=patch_size or p.patch_size, in_chans=in_chans
-    )
-    return spec.check()
-
-
-def build_vit(
-    arch: str,
-    img_size: int | None = None,
-    patch_size: int | None = None,
-    drop_path_rate: float = 0.0,
-    in_chans: int = 3,
-) -> Backbone:
-    """Build a preset backbone (any family, despite the name), optionally at another image
-    or patch size."""
-    return backbone_spec(arch, img_size, patch_size, in_chans).build(drop_path_rate)

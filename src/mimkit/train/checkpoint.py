@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mimkit.config import PretrainConfig
-from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
+from mimkit.errors import (
+    CheckpointError,
+    ConfigError,
+    MimkitWarning,
+    OutputError,
+    output_error,
+)
 from mimkit.weights.safe_load import read_torch_file
 
 LATEST = "checkpoint.pth"  # the one name of a run's latest checkpoint
@@ -99,14 +105,93 @@ def all_finite(state: Any) -> bool:
     return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
-def same_model_config(saved: dict[str, Any], cfg: PretrainConfig) -> bool:
-    """Whether a checkpoint's model section matches ``cfg``'s. A field the checkpoint
-    predates (added to mimkit later) matches when ``cfg`` keeps it at its default."""
-    defaults = PretrainConfig().to_dict()["model"]
-    current = cfg.to_dict()["model"]
-    return set(saved) <= set(current) and all(
-        saved.get(key, defaults[key]) == value for key, value in current.items()
-    )
+def non_finite_tensor(state: Any, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding a NaN or an
+    infinity (``student.blocks.0.attn.qkv.weight``), or None when all are finite."""
+    if isinstance(state, torch.Tensor):
+        finite = not state.is_floating_point() or bool(torch.isfinite(state).all())
+        return None if finite else prefix or "a tensor"
+    items = (
+        state.items() if isinstance(state, dict)
+        else enumerate(state) if isinstance(state, (list, tuple))
+        else ()
+    )  # fmt: skip
+    for key, value in items:
+        bad = non_finite_tensor(value, f"{prefix}.{key}" if prefix else str(key))
+        if bad is not None:
+            return bad
+    return None
+
+
+def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (sections of plain values)."""
+    return {
+        f"{section}.{key}": value
+        for section, fields in config.items()
+        if isinstance(fields, dict)
+        for key, value in fields.items()
+    }
+
+
+def changes(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    defaults: dict[str, Any],
+    may_change: tuple[str, ...] = (),
+    must_match: tuple[str, ...] = (),
+) -> list[tuple[str, Any, Any]]:
+    """The settings (``section.field``) whose value in ``current`` differs from ``saved``'s,
+    as ``(key, saved, current)``, leaving out those that start with a prefix in
+    ``may_change`` unless they start with one in ``must_match``. A setting the checkpoint
+    predates (added to mimkit later) counts as its default; one it has and ``current`` does
+    not, as ``(key, saved, None)``."""
+    old, new, base = flat_settings(saved), flat_settings(current), flat_settings(defaults)
+    found = []
+    for key in new:
+        if key.startswith(may_change) and not key.startswith(must_match):
+            continue
+        before = old.get(key, base.get(key))
+        if before != new[key]:
+            found.append((key, before, new[key]))
+    found += [(key, old[key], None) for key in sorted(set(old) - set(new))]
+    return found
+
+
+def first_change(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    defaults: dict[str, Any],
+    may_change: tuple[str, ...] = (),
+    must_match: tuple[str, ...] = (),
+) -> tuple[str, Any, Any] | None:
+    """The first of :func:`changes`, or None."""
+    found = changes(saved, current, defaults, may_change, must_match)
+    return found[0] if found else None
+
+
+def check_resumed_settings(
+    path: Path,
+    found: list[tuple[str, Any, Any]],
+    allowed: str,
+    accept: bool = False,
+    never: tuple[str, ...] = ("model.",),
+) -> None:
+    """Refuse to resume ``path`` when settings changed (``found``, from :func:`changes`),
+    naming the first and its two values. ``accept`` (``--allow-changes``) takes them on
+    purpose, with one warning listing them, except those starting with ``never`` (the
+    model's shape: its weights would not fit)."""
+    if not found:
+        return
+    hard = [c for c in found if c[0].startswith(never)]
+    if hard or not accept:
+        key, before, now = (hard or found)[0]
+        how = "" if hard else " or pass --allow-changes to take the new value on purpose"
+        raise CheckpointError(
+            f"{path} was run with {key}={before!r}, this run has {key}={now!r}; resume with "
+            f"the same value ({allowed}){how}, or choose another --output-dir"
+        )
+    shown = ", ".join(f"{k} {b!r} -> {n!r}" for k, b, n in found)
+    warnings.warn(f"resuming {path} with changed settings: {shown}", MimkitWarning, stacklevel=2)
 
 
 def check_same_epochs(
@@ -114,7 +199,9 @@ def check_same_epochs(
 ) -> None:
     """A step count means the same epoch only at the same steps per epoch: resuming with
     another batch size (or number of processes, or data) would move epochs and schedules."""
-    saved_batch = state.get("config", {}).get("optim", {}).get("batch_size")
+    saved_batch = state.get("batch_size")
+    if saved_batch is None:  # checkpoints before the engine kept it apart
+        saved_batch = state.get("config", {}).get("optim", {}).get("batch_size")
     saved_world = state.get("world_size", 1)
     saved_spe = state.get("steps_per_epoch", steps_per_epoch)
     if saved_batch is None:

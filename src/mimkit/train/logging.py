@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
-from mimkit.errors import DataError
+from mimkit.errors import DataError, MimkitWarning, output_error
 
 
 class RunLogger:
@@ -24,38 +25,78 @@ class RunLogger:
         if not self.enabled:
             return
         record = {"kind": kind, "step": step, **values}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # e.g. a full disk: one line, the checkpoint stays as it was
+            raise output_error(self.path, err) from None
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records past the checkpoint so the log tells one consistent story
-        (and a line a killed run left half-written)."""
+        """On resume, drop records past the checkpoint so the log tells one consistent story.
+        Lines that are not records (a line a killed run left half-written, damaged bytes)
+        go too, with one warning: the log is a record of the run, not needed to resume it."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [r for r in _records(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        records, bad = _parse(self.path)
+        if bad:
+            warnings.warn(
+                f"{self.path}: dropped {len(bad)} line(s) that are not log records "
+                f"(line {bad[0]} first)",
+                MimkitWarning,
+                stacklevel=2,
+            )
+        kept = [r for r in records if r["step"] <= step]
+        try:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        except OSError as err:
+            raise output_error(self.path, err) from None
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
+def _record(line: str) -> dict[str, Any] | None:
+    """A log record (a JSON object with a string ``kind`` and an integer ``step``), or None."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    ok = (
+        isinstance(value, dict)
+        and isinstance(value.get("kind"), str)
+        and isinstance(value.get("step"), int)
+        and not isinstance(value.get("step"), bool)
+    )
+    return value if ok else None
+
+
+def _parse(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of a log file and the numbers of the lines that are not records."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    records, bad = [], []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None:
+            bad.append(i)
+        else:
+            records.append(record)
+    return records, bad
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
-    """The JSON records of a log file. A kill can cut the last line short: it is ignored;
-    a broken line anywhere else is a DataError naming it."""
-    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    records = []
-    for n, (i, line) in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines) - 1:
-                break
-            raise DataError(f"{path} line {i} is not a JSON record") from None
+    """The records of a log file. A kill can cut the last line short: it is ignored; a
+    broken line anywhere else is a DataError naming it."""
+    records, bad = _parse(path)
+    last = len([line for line in path.read_bytes().splitlines() if line.strip()])
+    if bad and bad[0] != last:
+        raise DataError(f"{path} line {bad[0]} is not a log record")
     return records
 
 

@@ -1,7 +1,8 @@
-"""The training loop: device, AMP, optimiser and its schedule, checkpoints, logs and signals.
+"""The training engine: device, AMP, optimiser and its schedule, checkpoints with roll-back,
+logs, signals and epoch-end hooks, for any :class:`~mimkit.train.method.Method`.
 
-It drives any :class:`~mimkit.train.method.Method` (iBOT's is ``train/meta_arch.py``) one
-step at a time and knows nothing about what the method computes. Every step draws from
+It drives a method one step at a time and knows nothing about what the method computes
+(iBOT pretraining: ``mimkit.ibot``; fine-tuning: ``mimkit.finetune``). Every step draws from
 streams seeded by ``(seed, step, rank)`` and the data order is a pure function of
 ``(seed, epoch)``, so a run resumed anywhere replays the uninterrupted run exactly.
 """
@@ -18,32 +19,43 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mimkit import __version__
-from mimkit.config import PretrainConfig
-from mimkit.errors import CheckpointError, NonFiniteLossError
-from mimkit.folder_lock import FolderLock
+from mimkit.config import RunConfig
+from mimkit.errors import CheckpointError, NonFiniteLossError, output_error
+from mimkit.runs.lock import FolderLock
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.amp import amp_dtype, autocast
 from mimkit.train.data import TrainData, stop_on_data_error
 from mimkit.train.distributed import DistInfo, barrier
 from mimkit.train.epoch_stats import EpochStats
 from mimkit.train.logging import RunLogger
-from mimkit.train.method import EpochHook, Method
-from mimkit.train.optim import build_optimizer, clip_gradients, set_hyperparameters
+from mimkit.train.method import Batch, EpochHook, LrSchedule, Method
+from mimkit.train.optim import adamw, clip_gradients, set_hyperparameters
 from mimkit.train.sampling import step_seed
-from mimkit.train.schedules import Schedules
 from mimkit.train.signals import StopFlag, saving_notice
 from mimkit.train.waiting import WaitClock
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the engine needs of a method's config: its ``run`` section, the number of
+    epochs, gradient clipping and the whole config for ``config.yaml``."""
+
+    run: RunConfig
+    output_dir: Path
+    epochs: int
+    clip_grad: float = 0.0  # 0: measured, not clipped
+    clip_mode: str = "global"
+    config: dict[str, Any] | None = None  # written as OUTPUT_DIR/config.yaml
 
 
 @dataclass
 class StepResult:
     values: dict[str, float]
-    assign: Tensor | None  # the method's per-image clusters of the first crop, [B]
+    assign: torch.Tensor | None  # the method's per-image clusters of the first crop, [B]
 
 
 @dataclass
@@ -55,36 +67,39 @@ class FitResult:
 class TrainLoop:
     def __init__(
         self,
-        cfg: PretrainConfig,
+        settings: LoopSettings,
         method: Method,
         data: TrainData,
-        schedules: Schedules,
+        schedule: LrSchedule,
         dist: DistInfo,
         device: torch.device,
         hooks: Sequence[EpochHook] = (),
         resume_from: Path | None = None,
         lock: FolderLock | None = None,
     ) -> None:
-        self.cfg, self.method, self.data, self.schedules = cfg, method, data, schedules
+        self.settings, self.run = settings, settings.run
+        self.method, self.data, self.schedule = method, data, schedule
         self.dist, self.device, self.hooks = dist, device, list(hooks)
-        self.out = Path(cfg.run.output_dir)
+        self.out = settings.output_dir
         self.steps_per_epoch = data.steps_per_epoch
         if dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             method.distribute(lambda m: DistributedDataParallel(m, device_ids=ids))
-        self.optimizer = build_optimizer(method.trainable(), device, cfg.optim.decay_tokens)
-        self.amp_dtype = amp_dtype(cfg.run.amp, device)
+        self.optimizer = adamw(method.param_groups(), device)
+        self.amp_dtype = amp_dtype(self.run.amp, device)
         fp16 = self.amp_dtype is torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.lock = lock  # the output folder's, held until close()
         self.start_step = 0
+        self.elapsed = 0.0  # seconds of training and epoch-end hooks, across resumes
         self.kept = ckpt.KeptCheckpoints(self.out, dist.is_main)
         self.last_saved: int | None = None  # the step OUTPUT_DIR/checkpoint.pth holds
+        self.epoch_stats = EpochStats()  # the current epoch's, saved with a mid-epoch checkpoint
         if resume_from is not None:
             self._load(resume_from)
             if resume_from.resolve() == self.kept.latest.resolve():
                 self.last_saved = self.start_step
-        self.logger = RunLogger(self.out, dist.is_main, cfg.run.tensorboard)
+        self.logger = RunLogger(self.out, dist.is_main, self.run.tensorboard)
         self.logger.truncate_after(self.start_step)
         self.stop = StopFlag()
 
@@ -97,30 +112,42 @@ class TrainLoop:
             "step": step,
             "epoch": step // self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.data.batch_size,
             "world_size": self.dist.world_size,
-            "config": self.cfg.to_dict(),
+            "elapsed": self.elapsed,
+            "epoch_stats": self.epoch_stats.state_dict(),
+            "config": self.method.identity(),
             "mimkit_version": __version__,
         }
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        saved = state.get("config", {}).get("model")
-        if saved is not None and not ckpt.same_model_config(saved, self.cfg):
-            raise CheckpointError(
-                f"{path} was trained with another model config ({saved}); "
-                "use its config or another --output-dir"
-            )
+        self.method.check_resumable(state, path)
         ckpt.check_same_epochs(
             path, state, self.data.batch_size, self.dist.world_size, self.steps_per_epoch
         )
+        bad = ckpt.non_finite_tensor(self.method_part(state))
+        if bad is not None:
+            raise CheckpointError(
+                f"{path} holds non-finite weights ({bad}): it cannot be resumed; start from "
+                "an earlier checkpoint (--resume FILE) or another --output-dir"
+            )
         try:
             self.method.load_checkpoint_state(state)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, RuntimeError, ValueError) as err:
+            self.start_step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
             msg = f"{path} does not match this run: {err}".splitlines()[0]
             raise CheckpointError(msg) from None
-        self.start_step = int(state["step"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        if self.start_step % self.steps_per_epoch and "epoch_stats" in state:
+            self.epoch_stats = EpochStats.from_state(state["epoch_stats"])
+
+    def method_part(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The entries of ``state`` the method saved (its weights), not the engine's."""
+        engine = {"optimizer", "scaler", "config", "epoch_stats"}
+        return {k: v for k, v in state.items() if k not in engine}
 
     def save(self, step: int) -> Path:
         """Save the state after ``step`` steps, unless a weight is not finite: then the last
@@ -136,16 +163,14 @@ class TrainLoop:
         return path
 
     # -- one step -----------------------------------------------------------------------
-    def train_step(self, crops: list[Tensor], step: int, extras: Any = None) -> StepResult:
-        """Forward, backward, optimiser step and the method's after-step update. ``extras``:
-        what the loader workers computed for the method (``None``: the method does it)."""
-        sched = self.schedules
-        lr, wd = sched.learning_rate(step), sched.wd(step)
+    def train_step(self, batch: Batch, step: int) -> StepResult:
+        """Forward, backward, optimiser step and the method's after-step update."""
+        lr, wd = self.schedule.learning_rate(step), self.schedule.wd(step)
         set_hyperparameters(self.optimizer, lr, wd)
-        seed = step_seed(self.cfg.run.seed, step, self.dist.rank)
+        seed = step_seed(self.run.seed, step, self.dist.rank)
         torch.manual_seed(seed)
         with autocast(self.device, self.amp_dtype):
-            out = self.method.train_step(crops, step, seed, extras)
+            out = self.method.train_step(batch, step, seed)
         stats = {"loss": out.loss.detach().float(), **out.stats}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -153,10 +178,10 @@ class TrainLoop:
         # Frozen gradients go first, so that they never count towards clipping or the norm.
         self.method.before_optimizer_step(step)
         # The global gradient norm (clip_grad 0: measured, not clipped) for the finiteness check.
-        o = self.cfg.optim
+        s = self.settings
         stats["grad_norm"] = clip_gradients(
-            self.method.trainable().parameters(), o.clip_grad, o.clip_mode
-        )
+            self.method.trainable().parameters(), s.clip_grad, s.clip_mode
+        ).to(stats["loss"].device)
         # One host sync per step, for the log and the finiteness checks together.
         values = dict(zip(stats, torch.stack(list(stats.values())).tolist(), strict=True))
         self._check_step_finite(values, step)
@@ -192,7 +217,8 @@ class TrainLoop:
         step = self.last_saved
         kept = (
             f"{self.kept.latest} from step {step} (epoch {step / self.steps_per_epoch:g}) "
-            "is kept; lower the learning rate (--lr) and rerun to resume from it"
+            "is kept; lower the learning rate and rerun with --lr LR --allow-changes to resume "
+            "from it"
             if step is not None
             else "no checkpoint was saved before it; lower the learning rate (--lr) and rerun"
         )
@@ -201,13 +227,15 @@ class TrainLoop:
     # -- the loop -----------------------------------------------------------------------
     def fit(self) -> FitResult:
         """Train to the end (or ``max_steps``, or a stop signal); return how it ended."""
-        run = self.cfg.run
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
-            (self.out / "config.yaml").write_text(text)
-        total = self.schedules.total_steps
-        last = total if run.max_steps is None else min(total, run.max_steps)
+        if self.dist.is_main and self.settings.config is not None:
+            text = yaml.safe_dump(self.settings.config, sort_keys=False)
+            try:
+                (self.out / "config.yaml").write_text(text)
+            except OSError as err:
+                raise output_error(self.out / "config.yaml", err) from None
+        total = self.schedule.total_steps
+        max_steps = self.run.max_steps
+        last = total if max_steps is None else min(total, max_steps)
         step, status = self.start_step, "ok"
         self.method.train()
 
@@ -223,69 +251,87 @@ class TrainLoop:
         return FitResult(status, step)
 
     def _run_epoch(self, epoch: int, start_batch: int, last: int) -> tuple[int, str]:
-        run = self.cfg.run
+        run = self.run
         b = self.data.batch_size * self.dist.world_size
         step = epoch * self.steps_per_epoch + start_batch
-        desc, shown = f"epoch {epoch + 1}/{self.cfg.optim.epochs}", run.progress
+        desc, shown = f"epoch {epoch + 1}/{self.settings.epochs}", run.progress
         bar = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=desc, unit="step",
                    disable=not (shown and self.dist.is_main), dynamic_ncols=True)
-        stats, status, t0 = EpochStats(), "ok", time.perf_counter()
+        if start_batch == 0:
+            self.epoch_stats = EpochStats()
+        stats, status, t0 = self.epoch_stats, "ok", time.perf_counter()
+        timer, taken = t0, 0  # the last time ``elapsed`` was brought up to date; steps taken
         loader = self.data.loader(epoch, start_batch, pin_memory=self.device.type == "cuda")
         clock = WaitClock()
         # Only the batches this run takes: none is built for nothing past ``last``.
         batches = itertools.islice(loader, last - step)
         batches = stop_on_data_error(batches, step, self._save_on_data_error)
-        for crops, label, extras in clock.iterate(batches):
+        for batch in clock.iterate(batches):
+            batch = Batch(*batch)
             try:
-                result = self.train_step(crops, step, extras)
+                result = self.train_step(batch, step)
             except NonFiniteLossError:
                 bar.close()
                 raise  # the last checkpoint known good stays (see _non_finite)
             if step == self.last_saved:
                 self.kept.confirm()  # a finite step from the saved state: it is good
-            step += 1
-            stats.add(result.values, result.assign, label)
-            ips = stats.count * b / max(time.perf_counter() - t0, 1e-9)
+            step, taken = step + 1, taken + 1
+            stats.add(result.values, result.assign, batch.labels)
+            ips = taken * b / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{result.values['loss']:.3f}", img_s=f"{ips:.0f}")
-            if step % run.log_every_steps == 0:
+            logged = step % run.log_every_steps == 0 or step == last
+            if logged:  # (the run's last step is always logged: --max-steps)
                 self.logger.log("step", step, {**result.values, "images_per_s": ips})
             if run.save_every_steps and step % run.save_every_steps == 0:
+                now = time.perf_counter()
+                self.elapsed, timer = self.elapsed + now - timer, now
                 self.save(step)
-            if self.stop.requested:
+            if self.stop.requested:  # (also when it came during that save)
+                if not logged:
+                    self.logger.log("step", step, {**result.values, "images_per_s": ips})
                 status = "stopped"
                 break
         bar.close()
+        self.elapsed += time.perf_counter() - timer
         if step != (epoch + 1) * self.steps_per_epoch:
             return step, status  # a part of an epoch has step records only, no epoch record
         means = stats.means()
         elapsed = max(time.perf_counter() - t0, 1e-9)
-        means["images_per_s"] = stats.count * b / elapsed
+        means["images_per_s"] = taken * b / elapsed
         # The fraction of the epoch spent waiting for batches (loader start-up included).
         means["data_wait"] = clock.waited / elapsed
-        self._end_epoch(epoch + 1, means)
-        # "steps": how many steps the means cover (fewer when this epoch was resumed mid-way).
-        self.logger.log("epoch", step, {"epoch": epoch + 1, "steps": stats.count, **means})
-        if self.dist.is_main and run.progress:
-            keys = ("loss", *self.method.progress_keys, "nmi", "knn_top1")
-            shown = ", ".join(f"{k} {means[k]:.4g}" for k in keys if k in means)
-            tqdm.write(f"epoch {epoch + 1}: {shown}")
+        self._end_epoch(epoch + 1, step, stats.count, means)
         return step, status
 
-    def _end_epoch(self, epoch: int, means: dict[str, float]) -> None:
-        """A finished epoch: save, keep a copy every ``keep_every_epochs``, run due hooks."""
-        self.save(epoch * self.steps_per_epoch)
-        every = self.cfg.run.keep_every_epochs
+    def _end_epoch(self, epoch: int, step: int, steps: int, means: dict[str, float]) -> None:
+        """A finished epoch: save, keep a copy every ``keep_every_epochs``, run due hooks,
+        log the epoch record and hand it to the method. ``steps``: how many steps the means
+        cover (all of the epoch's, a resumed one's too)."""
+        self.save(step)
+        every = self.run.keep_every_epochs
         if self.dist.is_main and every and epoch % every == 0:
             ckpt.keep_copy(self.out / ckpt.LATEST, ckpt.epoch_checkpoint(epoch))
+        t0 = time.perf_counter()
         for hook in self.hooks:
             if hook.due(epoch):
                 means.update({f"{hook.name}_{k}": v for k, v in self.run_hook(hook).items()})
+        self.elapsed += time.perf_counter() - t0
+        record = {"epoch": epoch, "steps": steps, **means, "elapsed": self.elapsed}
+        self.logger.log("epoch", step, record)
+        self.method.end_epoch(epoch, step, record)
+        if self.dist.is_main and self.run.progress:
+            keys = ("loss", *self.method.progress_keys, "nmi", "knn_top1")
+            shown = ", ".join(f"{k} {means[k]:.4g}" for k in keys if k in means)
+            tqdm.write(f"epoch {epoch}: {shown}")
 
     def run_hook(self, hook: EpochHook) -> dict[str, float]:
-        """``hook`` on the method's evaluation backbone, in the main process only."""
-        result = hook(self.method.eval_backbone(), self.device) if self.dist.is_main else {}
-        barrier()  # the other processes wait for it
+        """``hook`` on the method: in every process when it shares its work out, else in
+        the main process only while the others wait."""
+        if hook.all_ranks:
+            return hook(self.method, self.device)
+        result = hook(self.method, self.device) if self.dist.is_main else {}
+        barrier()
         return result
 
     def close(self) -> None:
@@ -293,3 +339,4 @@ class TrainLoop:
         self.logger.close()
         if self.lock is not None:
             self.lock.release()
+

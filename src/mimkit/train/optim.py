@@ -34,7 +34,10 @@ def param_groups(model: nn.Module, decay_tokens: bool = False) -> list[dict]:
         if not p.requires_grad:
             continue
         (decay if applies_weight_decay(name, p, decay_tokens, skip) else no_decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+    return [
+        {"params": decay, "apply_wd": True, "lr_scale": 1.0},
+        {"params": no_decay, "apply_wd": False, "lr_scale": 1.0},
+    ]
 
 
 # Devices with a fused AdamW kernel (one kernel over every parameter instead of ~10 small
@@ -50,15 +53,11 @@ def adamw(groups: list[dict], device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, fused=fused)
 
 
-def build_optimizer(
-    model: nn.Module, device: torch.device, decay_tokens: bool = False
-) -> torch.optim.AdamW:
-    return adamw(param_groups(model, decay_tokens), device)
-
-
 def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
+    """The schedule's values on every group: the learning rate scaled by the group's
+    ``lr_scale`` (layer-wise decay), the weight decay where the group ``apply_wd``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         group["weight_decay"] = wd if group["apply_wd"] else 0.0
 
 

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
-from mimkit.models import PRESETS, Backbone, BackboneSpec, backbone_spec
+from mimkit.models import PRESETS, Backbone, BackboneSpec, backbone_spec, build_backbone
 from mimkit.models.spec import TIMM_PREFIX
 from mimkit.models.vit import resize_pos_embed
-from mimkit.output_paths import default_file_mode, writable_folder
+from mimkit.runs.paths import default_file_mode, writable_folder
 from mimkit.weights.safe_load import read_torch_file
 
 # Heads per embed dim of the usual ViT sizes (all ViT presets agree; timm uses the same).
@@ -356,7 +356,7 @@ def load_pretrained(
     spec = resolve_spec(
         sd, file_cfg, arch=arch, img_size=img_size, patch_size=patch_size, num_heads=num_heads
     )
-    model = spec.build()
+    model = build_backbone(spec)
     notes = load_backbone(sd, model, interpolate_pos_embed=interpolate_pos_embed)
     return model, spec, notes
 

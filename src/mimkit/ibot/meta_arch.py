@@ -10,32 +10,40 @@ teachers, masks or prototypes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mimkit.config import PretrainConfig
-from mimkit.crops import Crops
+from mimkit.data.crops import Crops
+from mimkit.errors import CheckpointError
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.mask_planner import StepMaskPlanner, contrastive_score
+from mimkit.ibot.schedules import Schedules
 from mimkit.losses import DenseContrastiveLoss, IBOTLoss, KoLeoLoss, masked_patches
 from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies, readout_request
-from mimkit.models import backbone_spec
+from mimkit.models import backbone_spec, build_backbone
 from mimkit.models.head import IBOTHead
 from mimkit.models.network import IBOTNetwork
+from mimkit.train import checkpoint as ckpt
 from mimkit.train.compile import compile_blocks
-from mimkit.train.mask_planner import StepMaskPlanner
-from mimkit.train.method import StepOutput
-from mimkit.train.schedules import Schedules
-from mimkit.validation import contrastive_score
+from mimkit.train.method import Batch, StepOutput
+from mimkit.train.optim import param_groups
 from mimkit.weights import load_backbone
+
+# What a resumed run may change: how it runs, not what it computes. The seed may not change
+# (it is the data order and every draw). More epochs stretch the schedules from there on.
+RESUMABLE = ("run.", "data.num_workers", "data.val_dataset", "optim.epochs")
+NOT_RESUMABLE = ("run.seed",)  # (run.allow_changes takes any other change on purpose)
 
 
 def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
     m = cfg.model
     spec = backbone_spec(m.arch, m.img_size, m.patch_size)
-    backbone = spec.build(drop_path, pos_interpolation=m.pos_interpolation)
+    backbone = build_backbone(spec, drop_path, pos_interpolation=m.pos_interpolation)
     head = IBOTHead(
         backbone.embed_dim,
         m.out_dim,
@@ -61,6 +69,7 @@ class StepLosses:
 class IBOTMetaArch(nn.Module):
     """Student and teacher networks, the mask generator and the weighted loss terms."""
 
+    name = "pretrain"
     progress_keys = ("cls", "patch", "contrastive", "koleo")
 
     def __init__(
@@ -117,6 +126,9 @@ class IBOTMetaArch(nn.Module):
     def trainable(self) -> nn.Module:
         return self.student
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        return param_groups(self.student, self.cfg.optim.decay_tokens)
+
     def eval_backbone(self) -> nn.Module:
         """The backbone evaluation hooks (online k-NN) measure: the teacher's."""
         return self.teacher.backbone
@@ -144,24 +156,39 @@ class IBOTMetaArch(nn.Module):
         self.teacher.load_state_dict(state["teacher"])
         self.loss.load_state_dict(state["loss"])
 
+    def identity(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def check_resumable(self, state: dict[str, Any], path: Path) -> None:
+        saved = state.get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path} is not a mimkit pretraining checkpoint")
+        found = ckpt.changes(
+            saved, self.cfg.to_dict(), PretrainConfig().to_dict(), RESUMABLE, NOT_RESUMABLE
+        )
+        allowed = "only run.* but the seed, data.num_workers and optim.epochs may change"
+        ckpt.check_resumed_settings(path, found, allowed, self.cfg.run.allow_changes)
+
+    def end_epoch(self, epoch: int, step: int, record: dict[str, float]) -> None:
+        """(Nothing: pretraining's epoch records are the engine's log.)"""
+
     def batch_extras(self) -> StepMaskPlanner:
         """The loader workers draw each step's :class:`~mimkit.masking.MaskPlan`."""
         return self.planner
 
     # -- one step -----------------------------------------------------------------------
-    def train_step(
-        self, crops: Sequence[Tensor], step: int, seed: int, extras: MaskPlan | None = None
-    ) -> StepOutput:
-        """Forward of one batch (``crops``: global crops then local ones, each ``[B, ...]``).
+    def train_step(self, batch: Batch, step: int, seed: int) -> StepOutput:
+        """Forward of one batch (``batch.crops``: global crops then local ones, each
+        ``[B, ...]``).
 
-        ``seed`` is the loop's step seed; ``extras`` the step's mask plan from the loader
-        workers (drawn here when ``None``: the same plan, from the masks' own stream derived
-        from the same seed; see :mod:`mimkit.train.mask_planner`).
+        ``seed`` is the loop's step seed; ``batch.extras`` the step's mask plan from the
+        loader workers (drawn here when ``None``: the same plan, from the masks' own stream
+        derived from the same seed; see :mod:`mimkit.ibot.mask_planner`).
         """
-        views = Crops.from_list(crops, self.num_global, self.device)
+        views = Crops.from_list(batch.crops, self.num_global, self.device)
         b = views.layout.batch_size
         t_temp, tp_temp = self.schedules.teacher_temps(step)
-        plan = extras if extras is not None else self.planner(step, b)
+        plan = batch.extras if batch.extras is not None else self.planner(step, b)
         out = self.losses(views, t_temp, tp_temp, plan)
         with torch.no_grad():
             t_assign = out.teacher_cls.argmax(-1)

@@ -11,6 +11,7 @@ or a file system without locks), the run goes on unlocked after one warning.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import warnings
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mimkit.errors import MimkitWarning, OutputError, output_error
-from mimkit.output_paths import writable_folder
+from mimkit.runs.paths import writable_folder
 
 LOCK_NAME = ".mimkit.lock"
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
@@ -64,8 +65,10 @@ class FolderLock:
         self.path = self.folder / LOCK_NAME
         self.purpose = purpose
         self._fd: int | None = None
+        self._made: list[Path] = []  # what acquire() created, which release may remove
 
     def acquire(self) -> FolderLock:
+        made = [p for p in (self.path, self.folder) if not p.exists()]
         writable_folder(self.folder)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -95,13 +98,23 @@ class FolderLock:
         except OSError as err:
             os.close(fd)
             raise output_error(self.path, err) from None
-        self._fd = fd
+        self._fd, self._made = fd, made
         return self
 
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file drops the lock
-            self._fd = None
+    def release(self, unused: bool = False) -> None:
+        """Drop the lock. ``unused``: the run ended before writing anything (refused during
+        set-up), so the lock file and folder that acquire() created go too (a folder only
+        when nothing else is in it)."""
+        if self._fd is None:
+            return
+        if unused:
+            with contextlib.suppress(OSError):  # e.g. something else in the folder: it stays
+                if self.path in self._made:
+                    self.path.unlink()
+                if self.folder in self._made:
+                    self.folder.rmdir()
+        os.close(self._fd)  # closing the file drops the lock
+        self._fd = None
 
     def __del__(self) -> None:  # a run object dropped without close() frees its folder
         self.release()

@@ -10,17 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimkit.config import PretrainConfig
-from mimkit.errors import NonFiniteLossError, OutputError
+from mimkit.errors import NonFiniteLossError
 from mimkit.evaluate.online import OnlineKnnHook
-from mimkit.folder_lock import FolderLock
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.data import build_train_data
+from mimkit.ibot.meta_arch import IBOTMetaArch
+from mimkit.ibot.schedules import Schedules
+from mimkit.ibot.validation import validate_config
 from mimkit.train import checkpoint as ckpt
-from mimkit.train.data import build_train_data
-from mimkit.train.distributed import DistInfo, from_main, start_process
-from mimkit.train.loop import TrainLoop
-from mimkit.train.meta_arch import IBOTMetaArch
-from mimkit.train.schedules import Schedules
-from mimkit.validation import validate_config
+from mimkit.train.distributed import start_process
+from mimkit.train.loop import LoopSettings, TrainLoop
+from mimkit.train.session import lock_output_dir
 
 FINAL_KNN_FILE = "knn_final.json"
 
@@ -87,27 +87,14 @@ def build_pretraining(
         method = IBOTMetaArch(cfg, schedules, device, dist.rank)
         data.extras = method.batch_extras()  # masks that need no teacher, drawn by the workers
         hooks = [knn_hook(cfg)]
-        return TrainLoop(cfg, method, data, schedules, dist, device, hooks, source, lock)
+        o = cfg.optim
+        settings = LoopSettings(
+            cfg.run, Path(cfg.run.output_dir), o.epochs, o.clip_grad, o.clip_mode, cfg.to_dict()
+        )
+        return TrainLoop(settings, method, data, schedules, dist, device, hooks, source, lock)
     except BaseException:
-        lock.release()
+        lock.release(unused=True)  # refused before writing anything: no trace left
         raise
-
-
-def lock_output_dir(out: Path, dist: DistInfo) -> FolderLock:
-    """Rank 0 locks the output folder for the whole run (other ranks hold an unlocked
-    handle); every rank learns whether that worked, so that all stop together or none."""
-    lock = FolderLock(out)
-    failure: OutputError | None = None
-    if dist.is_main:
-        try:
-            lock.acquire()
-            ckpt.remove_stale_temporaries(out)  # safe: no other run saves here now
-        except OutputError as err:
-            failure = err
-    message = from_main(None if failure is None else str(failure))
-    if message is not None:
-        raise failure or OutputError(message)
-    return lock
 
 
 def run_pretraining(

@@ -9,29 +9,23 @@ from pathlib import Path
 
 import torch
 
-from mimkit.config import PretrainConfig
-from mimkit.config_ranges import check_ranges
 from mimkit.data import validate_data_spec
 from mimkit.errors import ConfigError
-from mimkit.grid_fields import sizes_that_work
+from mimkit.ibot.config import PretrainConfig, sizes_that_work
+from mimkit.ibot.mask_planner import contrastive_score
 from mimkit.masking import (
     MaskStrategy,
-    ScoreSpec,
     check_supported,
-    parse_score,
     parse_strategies,
 )
 from mimkit.masking.select import floor_count
 from mimkit.models import backbone_spec
-from mimkit.models.vit import POS_INTERPOLATIONS
 from mimkit.train.compile import check_compile_backend
-from mimkit.train.optim import CLIP_MODES
-from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
 
 def validate_config(cfg: PretrainConfig) -> None:
     """Every check that can fail on user input, before any data is read or file written."""
-    check_ranges(cfg)  # every number finite and in range, before anything uses one
+    cfg.check_fields()  # every number finite and in range, every choice known, first
     m, d = cfg.model, cfg.data
     backbone = backbone_spec(m.arch, m.img_size, m.patch_size)  # raises on bad arch/sizes
     stride = backbone.stage_strides[-1]  # a ViT's patch size, a Swin's final-stage stride
@@ -45,10 +39,6 @@ def validate_config(cfg: PretrainConfig) -> None:
     for name, (lo, hi) in (("global_scale", d.global_scale), ("local_scale", d.local_scale)):
         if lo > hi:
             raise ConfigError(f"data.{name} must satisfy min <= max, got {lo}, {hi}")
-    if d.on_bad_image not in ("skip", "error"):
-        raise ConfigError("data.on_bad_image must be 'skip' or 'error'")
-    if cfg.run.amp not in ("auto", "bf16", "fp16", "none"):
-        raise ConfigError("run.amp must be auto, bf16, fp16 or none")
     if cfg.loss.koleo > 0 and cfg.optim.batch_size < 2:
         raise ConfigError("the KoLeo term (loss.koleo > 0) needs a batch of at least 2 images")
     check_compile_backend(cfg.run.compile)
@@ -64,16 +54,11 @@ def validate_config(cfg: PretrainConfig) -> None:
     scores.append(contrastive_score(cfg, strategies, backbone.depth))
     check_supported(scores, backbone.readouts, m.arch)
     k = cfg.masking.validate()
-    o = cfg.optim
-    _check_choice("model.pos_interpolation", m.pos_interpolation, POS_INTERPOLATIONS)
     if m.pos_interpolation != "size" and backbone.family != "vit":
         raise ConfigError(
             f"model.pos_interpolation {m.pos_interpolation!r} applies to mimkit's ViT only, "
             f"not to {m.arch}"
         )
-    _check_choice("optim.clip_mode", o.clip_mode, CLIP_MODES)
-    _check_choice("optim.lr_warmup", o.lr_warmup, LR_WARMUPS)
-    _check_choice("loss.teacher_temp_warmup", cfg.loss.teacher_temp_warmup, TEMP_WARMUPS)
     w = cfg.loss.warmup_teacher_temp_epochs
     if cfg.loss.teacher_temp_warmup == "epoch" and not float(w).is_integer():
         raise ConfigError(
@@ -85,11 +70,6 @@ def validate_config(cfg: PretrainConfig) -> None:
     validate_data_spec(d.dataset, "train")
     if cfg.run.init and not Path(cfg.run.init).is_file():
         raise ConfigError(f"--init weights {cfg.run.init} do not exist")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def hint_warnings(
@@ -110,16 +90,3 @@ def hint_warnings(
         for text in hints
     ]
 
-
-def contrastive_score(
-    cfg: PretrainConfig, strategies: list[MaskStrategy], depth: int
-) -> ScoreSpec | None:
-    """The score the dense contrastive term picks patches by, when it is on and a strategy's
-    own score does not serve: ``loss.contrastive_score``, else ``raw:-1`` as soon as one crop
-    has a random or block mask."""
-    if cfg.loss.lambda3 <= 0:
-        return None
-    spec = cfg.loss.contrastive_score
-    if spec is None and not all(s.attention_guided for s in strategies):
-        spec = "raw:-1"
-    return parse_score(spec, depth) if spec else None

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mimkit.masking import MaskGenerator, MaskPlan
+from mimkit.ibot.config import PretrainConfig
+from mimkit.ibot.schedules import masking_started
+from mimkit.masking import MaskGenerator, MaskPlan, MaskStrategy, ScoreSpec, parse_score
 from mimkit.train.sampling import mix_seed, step_seed
-from mimkit.train.schedules import masking_started
 
 MASK_STREAM = 1  # mixed into the step seed: the masks' own stream
 
@@ -37,3 +38,17 @@ class StepMaskPlanner:
             return MaskPlan.empty(self.masker.num_crops, batch_size, self.grid * self.grid)
         seed = mix_seed(MASK_STREAM, start=step_seed(self.seed, step, self.rank))
         return self.masker.plan(batch_size, self.grid, torch.Generator().manual_seed(seed))
+
+
+def contrastive_score(
+    cfg: PretrainConfig, strategies: list[MaskStrategy], depth: int
+) -> ScoreSpec | None:
+    """The score the dense contrastive term picks patches by, when it is on and a strategy's
+    own score does not serve: ``loss.contrastive_score``, else ``raw:-1`` as soon as one crop
+    has a random or block mask."""
+    if cfg.loss.lambda3 <= 0:
+        return None
+    spec = cfg.loss.contrastive_score
+    if spec is None and not all(s.attention_guided for s in strategies):
+        spec = "raw:-1"
+    return parse_score(spec, depth) if spec else None
