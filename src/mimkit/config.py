@@ -168,6 +168,7 @@ class RunConfig:
     save_every_steps: int | None = None
     keep_every_epochs: int = 0  # also keep checkpoint_XXXX.pth every N epochs (0: never)
     knn_every_epochs: int = 0  # online k-NN on the val split every N epochs (0: only at the end)
+    diagnostics_every_epochs: int = 0  # mask diagnostics (docs/method.md) every N epochs; 0: off
     final_knn: bool = True
     log_every_steps: int = 10
     tensorboard: bool = True
@@ -239,7 +240,10 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be a list of {len(current)} numbers, got {value!r}")
         return tuple(float(v) for v in value)
     if isinstance(current, list):
-        return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if current and all(isinstance(v, int) and not isinstance(v, bool) for v in current):
+            return [_coerce(v, current[0], path) for v in items]  # a list of integers
+        return [str(v) for v in items]
     if isinstance(current, int) and not isinstance(value, bool):
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return int(value)

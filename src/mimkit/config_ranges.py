@@ -99,10 +99,10 @@ _RULES: dict[str, str] = {
     "run.save_every_steps": ">= 0",  # 0 or unset: only at epoch ends
     "run.keep_every_epochs": ">= 0",
     "run.knn_every_epochs": ">= 0",
+    "run.diagnostics_every_epochs": ">= 0",
     "run.log_every_steps": ">= 1",
     "run.threads": ">= 1",
 }
-RANGES: dict[str, Interval] = {k: Interval.parse(v) for k, v in _RULES.items()}
 _FINITE = Interval()
 
 
@@ -110,9 +110,19 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, Real) and not isinstance(x, bool)
 
 
-def check_ranges(cfg: Any) -> None:
-    """ConfigError naming the first numeric field of ``cfg`` (a PretrainConfig) that is not
-    finite or lies outside its range."""
+def parse_rules(rules: dict[str, str]) -> dict[str, Interval]:
+    """``{"section.field": "> 0"}`` -> the intervals :func:`check_ranges` takes."""
+    return {k: Interval.parse(v) for k, v in rules.items()}
+
+
+RANGES: dict[str, Interval] = parse_rules(_RULES)
+
+
+def check_ranges(cfg: Any, ranges: dict[str, Interval] | None = None) -> None:
+    """ConfigError naming the first numeric field of ``cfg`` (a sectioned config; by default
+    a PretrainConfig checked against :data:`RANGES`) that is not finite or lies outside its
+    range."""
+    ranges = RANGES if ranges is None else ranges
     for section in dataclasses.fields(cfg):
         part = getattr(cfg, section.name)
         for f in dataclasses.fields(part):
@@ -121,7 +131,7 @@ def check_ranges(cfg: Any) -> None:
             values = list(value) if isinstance(value, (tuple, list)) else [value]
             if not all(_is_number(v) for v in values) or not values:
                 continue  # strings, booleans, None and lists of strategy names
-            rule = RANGES.get(path, _FINITE)
+            rule = ranges.get(path, _FINITE)
             bad = next((v for v in values if not rule.contains(float(v))), None)
             if bad is None:
                 continue

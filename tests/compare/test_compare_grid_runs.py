@@ -71,11 +71,12 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     mtime = ckpt.stat().st_mtime_ns
     made.clear()
     evaluated: list[str] = []
-    real_eval = runner.evaluate_checkpoint
+
+    real_context = runner.EvalContext  # one per checkpoint evaluated
     monkeypatch.setattr(
         runner,
-        "evaluate_checkpoint",
-        lambda run, *a, **kw: evaluated.append(run.name) or real_eval(run, *a, **kw),
+        "EvalContext",
+        lambda run, *a, **kw: evaluated.append(run.name) or real_context(run, *a, **kw),
     )
     assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
     assert made == [] and evaluated == []
@@ -138,6 +139,6 @@ def test_a_run_stopped_in_its_last_epoch_is_not_finished(tmp_path: Path):
     partial = PretrainConfig.from_dict(run.config.to_dict())
     partial.run.max_steps = 2  # of 5: the loop still logs a (partial) epoch-1 record
     pretrain.run_pretraining(partial)
-    assert not runner._training_finished(run)
+    assert not runner.training_finished(run)
     pretrain.run_pretraining(run.config)
-    assert runner._training_finished(run)
+    assert runner.training_finished(run)

@@ -283,8 +283,8 @@ class TrainLoop:
                 means.update({f"{hook.name}_{k}": v for k, v in self.run_hook(hook).items()})
 
     def run_hook(self, hook: EpochHook) -> dict[str, float]:
-        """``hook`` on the method's evaluation backbone, in the main process only."""
-        result = hook(self.method.eval_backbone(), self.device) if self.dist.is_main else {}
+        """``hook`` on the method, in the main process only."""
+        result = hook(self.method, self.device) if self.dist.is_main else {}
         barrier()  # the other processes wait for it
         return result
 

@@ -61,11 +61,13 @@ class Method(Protocol):
 
 
 class EpochHook(Protocol):
-    """Something measured at the end of some epochs, logged as ``{name}_{key}``."""
+    """Something measured at the end of some epochs, logged as ``{name}_{key}``. It gets the
+    method: the evaluation backbone (:meth:`Method.eval_backbone`) for most hooks, the
+    method's own parts for those that measure the method itself."""
 
     name: str
 
     def due(self, epoch: int) -> bool:
         """Whether to run after (1-based) epoch ``epoch``."""
 
-    def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]: ...
+    def __call__(self, method: Method, device: torch.device) -> dict[str, float]: ...

@@ -18,6 +18,7 @@ from mimkit.train import checkpoint as ckpt
 from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo, from_main, start_process
 from mimkit.train.loop import TrainLoop
+from mimkit.train.mask_diagnostics import MaskDiagnosticsHook
 from mimkit.train.meta_arch import IBOTMetaArch
 from mimkit.train.schedules import Schedules
 from mimkit.validation import validate_config
@@ -86,7 +87,7 @@ def build_pretraining(
         schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
         method = IBOTMetaArch(cfg, schedules, device, dist.rank)
         data.extras = method.batch_extras()  # masks that need no teacher, drawn by the workers
-        hooks = [knn_hook(cfg)]
+        hooks = [knn_hook(cfg), MaskDiagnosticsHook(cfg, cfg.run.diagnostics_every_epochs)]
         return TrainLoop(cfg, method, data, schedules, dist, device, hooks, source, lock)
     except BaseException:
         lock.release()
