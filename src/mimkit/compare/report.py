@@ -1,4 +1,5 @@
-"""Write a grid's outputs: results.csv, summary.csv, summary.md and the two figures."""
+"""Write a grid's outputs: results.csv, summary.csv, summary.md, the accuracy figures and
+the strategies' masks side by side."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mimkit.compare.aggregate import (
     write_results_csv,
 )
 from mimkit.compare.evaluations import Evaluation, all_metrics, evaluation_plan
+from mimkit.compare.masks_figure import write_masks_figure
 from mimkit.compare.plots import write_plots
 from mimkit.compare.spec import CompareConfig, RunSpec, baseline_strategy
 from mimkit.compare.tables import summary_markdown, write_summary_csv
@@ -82,6 +84,8 @@ def write_report(
     files = [results_csv, summary_csv, summary_md]
     if rows:
         files += _plots(cc, out, groups, plan)
+        figure = write_masks_figure(runs, out, _title(cc))
+        files += [figure] if figure is not None else []
     return Report(groups=groups, markdown=markdown, files=files, rows=len(rows))
 
 
@@ -96,6 +100,9 @@ def _plots(cc: CompareConfig, out: Path, groups: list[Group], plan: list[Evaluat
         for m in curved
     ]
     bars = [(m.column, f"{m.label} (%), final epoch") for m in headline]
-    title = cc.description or Path(cc.source).stem.replace("_", " ")
     final = [g for g in groups if g.final]
-    return write_plots(out, final, panels, bars, cc.multi_budget, title)
+    return write_plots(out, final, panels, bars, cc.multi_budget, _title(cc))
+
+
+def _title(cc: CompareConfig) -> str:
+    return cc.description or Path(cc.source).stem.replace("_", " ")

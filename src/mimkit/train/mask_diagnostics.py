@@ -62,22 +62,28 @@ class DiagnosticBatch:
     seed: int = 0  # of the masks' random draws
 
 
+def val_images(cfg: PretrainConfig, n: int) -> Tensor:
+    """``n`` val images of a run with config ``cfg`` (fewer when the split is smaller),
+    spread evenly over the split, normalised as training sees them ``[n, C, H, W]``."""
+    spec = cfg.data.val_dataset or cfg.data.dataset
+    tf = eval_transform(cfg.model.img_size, *default_normalization(cfg.data.dataset))
+    ds = build_dataset(spec, "val", tf)
+    picks = torch.linspace(0, len(ds) - 1, min(n, len(ds))).round().long().tolist()
+    return torch.stack([ds[i][0] for i in picks])
+
+
 def diagnostic_batch(cfg: PretrainConfig, grid: int) -> DiagnosticBatch:
     """The fixed val images of the diagnostics of a run with config ``cfg``."""
+    images = val_images(cfg, DIAGNOSTIC_IMAGES)
     spec = cfg.data.val_dataset or cfg.data.dataset
-    mean, std = default_normalization(cfg.data.dataset)
-    size = cfg.model.img_size
-    ds = build_dataset(spec, "val", eval_transform(size, mean, std))
-    n = min(DIAGNOSTIC_IMAGES, len(ds))
-    picks = torch.linspace(0, len(ds) - 1, n).round().long().tolist()
-    images = torch.stack([ds[i][0] for i in picks])
     threshold = OBJECT_THRESHOLDS.get(parse_data_spec(spec)[0])
     objects = None
     if threshold is not None:
+        mean, std = default_normalization(cfg.data.dataset)
         c = images.shape[1]
         m = torch.tensor(list(mean)[:c]).view(1, c, 1, 1)
         s = torch.tensor(list(std)[:c]).view(1, c, 1, 1)
-        objects = object_patches(images * s + m, size // grid, threshold)
+        objects = object_patches(images * s + m, cfg.model.img_size // grid, threshold)
     return DiagnosticBatch(images, objects, cfg.run.seed)
 
 
