@@ -200,8 +200,8 @@ def summary_table(
 def comparison_table(groups: Sequence[Group], metric: Metric, multi: bool, baseline: str) -> str:
     head = ["strategy", "seeds", metric.label, "95% CI", f"Δ vs {baseline}"]
     head += ["95% CI of Δ", "p", "p Holm", "significant"]
-    rows = [
-        [g.label(multi), _seeds_cell(g), fmt_mean_std(g.stats[metric.column])]
+    rows = [  # seeds: those with this metric (fine-tuning may run on a few)
+        [g.label(multi), str(g.stats[metric.column].n), fmt_mean_std(g.stats[metric.column])]
         + comparison_cells(g, metric.column)
         for g in groups
     ]
@@ -219,7 +219,8 @@ def estimate_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bo
     """Mean [95% CI] over seeds per strategy of each of ``metrics`` (no test)."""
     head = ["strategy", "seeds", *(m.label for m in metrics)]
     rows = [
-        [g.label(multi), _seeds_cell(g), *(_estimate_cell(g.stats[m.column], 3) for m in metrics)]
+        [g.label(multi), str(g.stats[metrics[0].column].n)]
+        + [_estimate_cell(g.stats[m.column], 3) for m in metrics]
         for g in groups
     ]
     return _table(head, rows)

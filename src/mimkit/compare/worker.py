@@ -1,7 +1,8 @@
 """One run of a grid in a process of its own: what ``mimkit compare --jobs N`` starts N of
 at once (``python -m mimkit.compare.worker <run>/compare_job.json``) and what each Slurm
 job runs. The job file holds everything the run needs: its full pretraining config, the
-evaluation settings and how to launch it."""
+evaluation settings and how to launch it. A worker started by a driver stops (saving first,
+as on Ctrl-C) when that driver dies, however it dies: see :func:`stop_with_driver`."""
 
 from __future__ import annotations
 
