@@ -41,18 +41,28 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _hold(run_dir: Path, seconds: float) -> subprocess.Popen:
-    """Another process working on ``run_dir``, as a worker of an earlier compare would."""
+def _hold(run_dir: Path, release: Path) -> subprocess.Popen:
+    """Another process working on ``run_dir``, as a worker of an earlier compare would,
+    until the file ``release`` appears."""
     code = (
-        "import sys, time; from mimkit.folder_lock import FolderLock; "
-        f"lock = FolderLock(sys.argv[1], name={RUN_LOCK!r}).acquire(); print('held', flush=True); "
-        "time.sleep(float(sys.argv[2]))"
+        "import sys, time, pathlib; from mimkit.folder_lock import FolderLock; "
+        f"lock = FolderLock(sys.argv[1], name={RUN_LOCK!r}).acquire(); print('held', flush=True)\n"
+        "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.05)"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(run_dir), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(run_dir), str(release)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
+
+
+def _read_until(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never printed:\n{''.join(seen)}")
 
 
 @pytest.mark.slow
@@ -92,38 +102,27 @@ def test_killing_the_driver_stops_its_workers_and_a_rerun_finishes(tmp_path, wri
         }
 
 
-def test_a_rerun_waits_for_a_run_in_use(tmp_path, write_compare, capsys):
-    data = tiny_compare(seeds=[0], epochs=1, eval=QUICK_EVAL)
-    data["strategies"] = data["strategies"][:1]
-    out = tmp_path / "out"
-    run = out / "runs" / "random-s0"
-    run.mkdir(parents=True)
-    holder = _hold(run, 3.0)
-    t0 = time.monotonic()
-    assert main(["compare", "--config", str(write_compare(data)), "--output-dir", str(out)]) == 0
-    printed = capsys.readouterr().out
-    holder.wait(timeout=30)
-    assert f"random-s0: in use by PID {holder.pid}" in printed and "waiting" in printed
-    assert "FAILED" not in printed and time.monotonic() - t0 >= 3.0
-    assert read_record(run).status == "complete"
-
-
 @pytest.mark.slow
-def test_jobs_wait_for_a_run_in_use_and_run_the_others(tmp_path, write_compare):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_rerun_waits_for_a_run_in_use(tmp_path, write_compare, jobs):
     data = tiny_compare(seeds=[0], epochs=1, eval=QUICK_EVAL)
     out = tmp_path / "out"
     held = out / "runs" / "random-s0"
     held.mkdir(parents=True)
-    holder = _hold(held, 8.0)
-    driver = _compare(write_compare(data), out, "--jobs", "2")
-    text = driver.communicate(timeout=300)[0]
+    release = tmp_path / "release"
+    holder = _hold(held, release)
+    driver = _compare(write_compare(data), out, "--jobs", jobs)
+    seen: list[str] = []
+    _read_until(driver, f"random-s0: in use by PID {holder.pid}", seen)
+    if jobs == "2":  # the other run goes on meanwhile
+        _read_until(driver, "attmask-high-s0: finished", seen)
+    assert "random-s0: finished" not in "".join(seen)
+    release.touch()
+    text = "".join(seen) + driver.communicate(timeout=300)[0]
     holder.wait(timeout=30)
     assert driver.returncode == 0, text
-    assert f"random-s0: in use by PID {holder.pid}" in text and "FAILED" not in text
-    lines = text.splitlines()
-    other = next(i for i, x in enumerate(lines) if "attmask-high-s0: finished" in x)
-    mine = next(i for i, x in enumerate(lines) if "random-s0: finished" in x)
-    assert other < mine  # the free run did not wait for the held one
+    assert "random-s0: finished" in text and "FAILED" not in text
+    assert "2 runs trained/evaluated, 0 skipped, 0 failed" in text
     assert all(read_record(out / "runs" / n).status == "complete" for n in os.listdir(out / "runs"))
 
 

@@ -65,14 +65,14 @@ class EvalContext:
     def setup(self) -> EvalSetup:
         if self._setup is None:
             cfg = self.run.config
-            device = cfg.run.device
+            on_gpu = resolve_device(cfg.run.device).type == "cuda"
             self._setup = prepare_eval(
                 ModelSource(self.path, "teacher"),
                 cfg.data.dataset,
                 subset=cfg.data.subset,
                 val_data=cfg.data.val_dataset,
-                device=device,
-                num_workers=cfg.data.num_workers if device.startswith("cuda") else 0,
+                device=cfg.run.device,
+                num_workers=cfg.data.num_workers if on_gpu else 0,  # as compare did before
             )
         return self._setup
 
