@@ -198,7 +198,10 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be a list of {len(current)} numbers, got {value!r}")
         return tuple(float(v) for v in value)
     if isinstance(current, list):
-        return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if current and all(isinstance(v, int) and not isinstance(v, bool) for v in current):
+            return [_coerce(v, current[0], path) for v in items]  # a list of integers
+        return [str(v) for v in items]
     if isinstance(current, int) and not isinstance(value, bool):
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return int(value)

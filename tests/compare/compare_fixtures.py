@@ -33,7 +33,7 @@ def tiny_compare(**changes: Any) -> dict[str, Any]:
         "overrides": dict(TINY_OVERRIDES),
         "seeds": [0, 1],
         "epochs": 2,
-        "eval": {"every": 1, "knn_ks": [5, 10], "linear": True, "linear_epochs": 3},
+        "eval": {"knn": {"every": 1, "ks": [5, 10]}, "linear": {"epochs": 3}},
         "strategies": [
             {"name": "Random", "mask": ["random"]},
             {"name": "AttMask-High", "mask": ["high@raw:-1"]},

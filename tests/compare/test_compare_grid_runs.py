@@ -6,12 +6,22 @@ import csv
 import json
 from pathlib import Path
 
+import torch
 from compare_fixtures import tiny_compare
+from PIL import Image
 
 import mimkit.compare.launch as launch
 import mimkit.compare.runner as runner
 import mimkit.ibot.pretrain as pretrain
 from mimkit.cli import main
+from mimkit.compare import build_grid, parse_compare_config
+from mimkit.compare.masks_figure import IMAGES, PANEL_PX, final_runs, strategy_masks
+from mimkit.ibot.mask_diagnostics import val_images
+from mimkit.masking import cls_attention_scores
+from mimkit.masking.diagnostics import top_k_masks
+from mimkit.models import ReadoutRequest
+from mimkit.viz import figure_pixels
+from mimkit.weights.io import load_pretrained
 
 
 def _count_pretrainers(monkeypatch) -> list[str]:
@@ -62,6 +72,7 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     for png in ("knn_vs_epoch.png", "final_bar.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    _check_masks_figure(out, write_compare)
     ev = json.loads((out / "runs" / "random-s0" / "eval.json").read_text())
     assert ev["status"] == "complete" and set(ev["epochs_eval"]) == {"1", "2"}
     assert (out / "runs" / "random-s0" / "checkpoint_0001.pth").is_file()
@@ -71,11 +82,12 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     mtime = ckpt.stat().st_mtime_ns
     made.clear()
     evaluated: list[str] = []
-    real_eval = runner.evaluate_checkpoint
+
+    real_context = runner.EvalContext  # one per checkpoint evaluated
     monkeypatch.setattr(
         runner,
-        "evaluate_checkpoint",
-        lambda run, *a, **kw: evaluated.append(run.name) or real_eval(run, *a, **kw),
+        "EvalContext",
+        lambda run, *a, **kw: evaluated.append(run.name) or real_context(run, *a, **kw),
     )
     assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
     assert made == [] and evaluated == []
@@ -138,6 +150,28 @@ def test_a_run_stopped_in_its_last_epoch_is_not_finished(tmp_path: Path):
     partial = PretrainConfig.from_dict(run.config.to_dict())
     partial.run.max_steps = 2  # of 5: the loop still logs a (partial) epoch-1 record
     pretrain.run_pretraining(partial)
-    assert not runner._training_finished(run)
+    assert not runner.training_finished(run)
     pretrain.run_pretraining(run.config)
-    assert runner._training_finished(run)
+    assert runner.training_finished(run)
+
+
+def _check_masks_figure(out: Path, write_compare) -> None:
+    """masks.png: 4 val images x (the image + 2 strategies); AttMask-High's panel is the
+    top of its own final teacher's last-block attention."""
+    with Image.open(out / "masks.png") as img:
+        assert img.size == figure_pixels(IMAGES * 3, 3, PANEL_PX)
+    cc = parse_compare_config(tiny_compare())
+    finals = final_runs(build_grid(cc, out))
+    assert [(r.name, p.name) for r, p in finals] == [
+        ("random-s0", "checkpoint_0002.pth"), ("attmask-high-s0", "checkpoint_0002.pth")
+    ]  # fmt: skip
+    run, path = finals[1]
+    images = val_images(run.config, IMAGES)
+    [high] = strategy_masks(run, path, images, 0.25)
+    model, _, _ = load_pretrained(path, "teacher")
+    last = model.depth - 1
+    with torch.no_grad():
+        f = model.forward_features(images, None, ReadoutRequest(cls_layers=frozenset({last})))
+    scores = cls_attention_scores(f.readout.cls_attn[last], "mean")
+    assert high.title == "AttMask-High"
+    assert torch.equal(high.masks.flatten(1), top_k_masks(scores, torch.full((4,), 4)))

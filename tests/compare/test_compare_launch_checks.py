@@ -82,6 +82,8 @@ def test_default_baseline_is_random_else_the_first(tmp_path):
 def test_run_job_file_round_trip(tmp_path):
     data = tiny_compare()
     data["strategies"][1]["overrides"] = {"loss.lambda3": 0.5}
+    data["eval"]["finetune"] = {"strategies": ["Random"], "seeds": [1]}
+    data["eval"]["fewshot"] = {"shots": [2, 3]}
     cc = parse_compare_config(data)
     run = build_grid(cc, tmp_path / "out")[-1]
     job = RunJob(run, cc.eval, "torchrun", 2, threads=3, device="cuda")
@@ -96,7 +98,7 @@ def test_run_job_file_round_trip(tmp_path):
         run.epochs,
         run.every,
     )
-    assert back.ev == cc.eval and back.ev.key() == cc.eval.key()
+    assert back.ev == cc.eval and back.ev.to_dict() == cc.eval.to_dict()
     assert (back.launcher, back.nproc_per_node, back.threads, back.device) == (
         "torchrun",
         2,

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from compare_fixtures import tiny_compare
 
-from mimkit.compare import build_grid, parse_compare_config, read_eval
-from mimkit.compare.slurm import SlurmOptions, run_slurm
+from mimkit.compare import build_grid, parse_compare_config, read_record
+from mimkit.compare.slurm import Slurm, SlurmOptions
 from mimkit.ibot.config import PretrainConfig
 from mimkit.ibot.pretrain import run_pretraining
 from mimkit.train.checkpoint import load_checkpoint
 from mimkit.train.logging import read_log
 
-EVAL = {"every": 1, "knn_ks": [5], "linear": False}
+EVAL = {"knn": {"every": 1, "ks": [5]}, "linear": False}
 
 
 def _compare(cfg: Path, out: Path, *more: str) -> subprocess.Popen:
@@ -32,7 +32,7 @@ def _compare(cfg: Path, out: Path, *more: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_jobs_two_at_once_stop_on_ctrl_c_and_resume(tmp_path: Path, write_compare):
     # 40 epochs of 5 steps: long enough to be stopped mid-training
-    data = tiny_compare(seeds=[0], epochs=40, eval={**EVAL, "every": 40})
+    data = tiny_compare(seeds=[0], epochs=40, eval={**EVAL, "knn": {"every": 40, "ks": [5]}})
     data["overrides"]["run.log_every_steps"] = 1000  # no step records in the first attempt
     cfg = write_compare(data)
     out = tmp_path / "out"
@@ -52,7 +52,8 @@ def test_jobs_two_at_once_stop_on_ctrl_c_and_resume(tmp_path: Path, write_compar
     for r in runs:
         stopped_at[r] = load_checkpoint(r / "checkpoint.pth")["step"]  # saved on the way out
         assert 5 <= stopped_at[r] < 200
-        assert read_eval(r).get("status") != "complete"
+        record = read_record(r)
+        assert record is None or record.status != "complete"
 
     # Logging every step now (not part of a run's identity) shows where training picked up.
     proc = _compare(cfg, out, "--set", "run.log_every_steps=1")
@@ -80,7 +81,7 @@ def test_slurm_launcher_on_the_local_executor(tmp_path: Path):
 
     opts = SlurmOptions(tmp_path / "slurm", gpus_per_run=0, time_min=10, cluster="local")
     lines: list[str] = []
-    report = run_slurm(cc, [run], opts, echo=lines.append)
+    report = Slurm(opts)([run], cc.eval, lines.append)
     assert report.trained == [run.name] and not report.failed, lines
     assert "submitted as job" in lines[0]
     job_id = json.loads((run.out / "slurm_job.json").read_text())["job_id"]
@@ -94,6 +95,6 @@ def test_slurm_launcher_on_the_local_executor(tmp_path: Path):
     assert load_checkpoint(run.out / "checkpoint.pth")["step"] == 5
 
     lines.clear()  # submitting again: the complete run is skipped, nothing is submitted
-    report = run_slurm(cc, [run], opts, echo=lines.append)
+    report = Slurm(opts)([run], cc.eval, lines.append)
     assert report.skipped == [run.name] and not report.trained
     assert not any("submitted" in line for line in lines)

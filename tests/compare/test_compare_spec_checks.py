@@ -35,7 +35,13 @@ from mimkit.errors import ConfigError
             {"strategies": [{"name": "A", "mask": "random"}, {"name": "a", "mask": "block"}]},
             "clashes",
         ),
-        ({"eval": {"knn_k": [10]}}, "unknown eval setting"),
+        ({"eval": {"knn": {"k": [10]}}}, "eval: unknown config field 'knn.k'"),
+        ({"eval": {"knn_ks": [10]}}, "eval.knn_ks is now eval.knn.ks"),
+        ({"eval": {"knn": {"ks": [0]}}}, "eval.knn.ks must be >= 1, got [0]"),
+        ({"eval": {"fewshot": {"shots": "x"}}}, "fewshot.shots must be an integer"),
+        ({"eval": {"linear": {"lr": "fast"}}}, "eval.linear.lr must be a number"),
+        ({"eval": {"finetune": {"strategies": ["Nope"]}}}, "'Nope' is not a strategy"),
+        ({"eval": {"knn": {"features": ["patch"]}}}, "eval.knn.features must be"),
         ({"seeds": [0, 0]}, "duplicates"),
         ({"colour": 1}, "unknown compare config key"),
     ],
@@ -89,7 +95,9 @@ def test_grid_expansion_seeds_epochs_overrides(tmp_path: Path):
 
 
 def test_eval_epochs_include_the_final_one(tmp_path: Path):
-    grid = build_grid(parse_compare_config(tiny_compare(epochs=5, eval={"every": 2})), tmp_path)
+    grid = build_grid(
+        parse_compare_config(tiny_compare(epochs=5, eval={"knn": {"every": 2}})), tmp_path
+    )
     assert grid[0].eval_epochs == [2, 4, 5] and grid[0].name == "random-s0"
 
 

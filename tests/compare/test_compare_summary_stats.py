@@ -31,7 +31,7 @@ def test_tiny_grid_summary_has_intervals_differences_and_p_values(
     data = tiny_compare(
         seeds=[0, 1, 2],
         epochs=1,
-        eval={"every": 1, "knn_ks": [5], "linear": False},
+        eval={"knn": {"every": 1, "ks": [5]}, "linear": False, "diagnostics": False},
         strategies=[
             {"name": "AttMask-High", "mask": ["high@raw:-1"]},
             {"name": "Random", "mask": ["random"]},

@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
     assert [r["step"] for r in b] == list(range(1, 11))
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5, abs=1e-6)
     ea, eb = read_log(full.run.output_dir, "epoch"), read_log(part.run.output_dir, "epoch")
-    for key in ("train_loss", "val_top1", "val_loss"):
+    for key in ("loss", "val_top1", "val_loss"):
         assert [r[key] for r in ea] == pytest.approx([r[key] for r in eb], rel=1e-5, abs=1e-6)
     wa = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["model"]
     wb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["model"]

@@ -4,12 +4,9 @@ evaluated with k-NN (and optionally a linear probe) at every kept epoch, and sum
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mimkit.commands.argtypes import non_negative_int, positive_int
 from mimkit.config import parse_override
@@ -22,10 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "compare",
         help="pretrain and evaluate a grid of masking strategies x seeds, then summarise",
         description=(
-            "Run every (strategy, seed, epochs) of a compare config one after the other: "
-            "pretrain into OUT/runs/<run>, evaluate k-NN at every kept checkpoint, write "
-            "OUT/results.csv, summary.md, summary.csv, knn_vs_epoch.png and final_bar.png. "
-            "Rerunning resumes: finished runs are skipped."
+            "Run every (strategy, seed, epochs) of a compare config: pretrain into "
+            "OUT/runs/<run>, evaluate every kept checkpoint as the config's eval: section "
+            "says (k-NN, low-shot k-NN, linear probe, fine-tuning, mask diagnostics), write "
+            "OUT/results.csv, summary.md, summary.csv, knn_vs_epoch.png, final_bar.png and "
+            "masks.png. Rerunning resumes: finished runs are skipped, and on a finished grid "
+            "only the evaluations it lacks are computed."
         ),
     )
     p.add_argument(
@@ -46,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--launcher",
-        choices=("inprocess", "torchrun", "slurm"),
+        choices=("inprocess", "torchrun", "slurm"),  # compare.launch.PRETRAINERS + slurm
         default="inprocess",
         help="pretrain in this process (default), with torchrun in a subprocess, or each run "
         "as a Slurm job through submitit (pip install mimkit[cluster])",
@@ -199,20 +198,15 @@ def _slurm_options(args: argparse.Namespace, out: Path):
     )
 
 
-def _launch_plan(args: argparse.Namespace, out: Path, runs) -> Callable[..., Any]:
-    """How the runs are launched, every option checked before anything is written: a
-    function of ``(cc, runs, echo=...)`` that returns the grid's report."""
-    from mimkit.compare import run_grid
-    from mimkit.compare.pool import plan_slots, run_parallel
-    from mimkit.compare.slurm import run_slurm
+def _executor(args: argparse.Namespace, out: Path, runs):
+    """How the runs are carried out (an :class:`~mimkit.compare.Executor`), every option
+    checked before anything is written."""
+    from mimkit.compare import LaunchOptions, plan_executor
 
-    if args.launcher == "slurm":
-        return functools.partial(run_slurm, opts=_slurm_options(args, out))
-    per_run = {"launcher": args.launcher, "nproc_per_node": args.nproc_per_node}
-    if args.jobs > 1 and not args.report_only and runs:
-        slots = plan_slots(runs[0].config.run.device, args.jobs, args.nproc_per_node)
-        return functools.partial(run_parallel, slots=slots, **per_run)
-    return functools.partial(run_grid, **per_run)
+    slurm = _slurm_options(args, out) if args.launcher == "slurm" else None
+    jobs = 1 if args.report_only else args.jobs
+    opts = LaunchOptions(args.launcher, args.nproc_per_node, jobs, slurm)
+    return plan_executor(opts, runs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     check_existing_runs(grid)
     baseline = baseline_strategy(cc, args.baseline)
     runs = _select(grid, args.only)
-    launch = _launch_plan(args, out, runs)
+    launch = _executor(args, out, runs)
     seeds = len({r.seed for r in grid})
     print(
         f"mimkit compare: {len(cc.strategies)} strategies, {len(grid)} runs "
@@ -255,7 +249,7 @@ def _run_and_report(args, cc, grid, runs, out: Path, baseline: str, launch) -> i
     notes: list[str] = []
     status = 0
     if not args.report_only:
-        rep = launch(cc, runs, echo=lambda line: print(line, flush=True))
+        rep = launch(runs, cc.eval, echo=lambda line: print(line, flush=True))
         for name, msg in rep.failed.items():
             notes.append(f"run {name} failed: {msg}")
         if rep.interrupted:

@@ -1,20 +1,18 @@
 """``mimkit compare``: pretrain a grid of masking strategies x seeds, evaluate every kept
-checkpoint, and summarise (mean, std and confidence intervals over seeds, paired tests
-against a baseline strategy, thesis-style figures)."""
+checkpoint (k-NN, low-shot k-NN, linear probe, fine-tuning, mask diagnostics), and
+summarise (mean, std and confidence intervals over seeds, paired tests against a baseline
+strategy, thesis-style figures)."""
 
-from mimkit.compare.aggregate import rows_from_state, summarize
+from mimkit.compare.aggregate import rows_from_record, summarize
+from mimkit.compare.evaluations import Evaluation, Metric, evaluation_plan
+from mimkit.compare.executors import EXECUTORS, Executor, LaunchOptions, plan_executor
+from mimkit.compare.launch import CompareInterrupted
+from mimkit.compare.record import EpochRecord, RunRecord, read_record
 from mimkit.compare.report import write_report
-from mimkit.compare.runner import (
-    CompareInterrupted,
-    GridReport,
-    read_eval,
-    run_grid,
-    run_one,
-    run_status,
-)
+from mimkit.compare.runner import GridReport, run_one, run_status
+from mimkit.compare.settings import EvalSettings
 from mimkit.compare.spec import (
     CompareConfig,
-    EvalSettings,
     RunSpec,
     Strategy,
     baseline_strategy,
@@ -27,21 +25,29 @@ from mimkit.compare.spec import (
 )
 
 __all__ = [
+    "EXECUTORS",
     "CompareConfig",
     "CompareInterrupted",
+    "EpochRecord",
     "EvalSettings",
+    "Evaluation",
+    "Executor",
     "GridReport",
+    "LaunchOptions",
+    "Metric",
+    "RunRecord",
     "RunSpec",
     "Strategy",
     "baseline_strategy",
     "build_grid",
     "check_existing_runs",
+    "evaluation_plan",
     "load_compare_config",
     "parse_compare_config",
+    "plan_executor",
     "read_compare_file_text",
-    "read_eval",
-    "rows_from_state",
-    "run_grid",
+    "read_record",
+    "rows_from_record",
     "run_one",
     "run_status",
     "shipped_compare_names",

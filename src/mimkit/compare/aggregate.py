@@ -1,8 +1,8 @@
-"""From a grid's ``eval.json`` files to numbers: one row per run x evaluated epoch
+"""From a grid's run records (``eval.json``) to numbers: one row per run x evaluated epoch
 (``results.csv``); per strategy (and epoch budget) at each evaluated epoch the mean, sample
-std and 95% Student-t interval over seeds; and the paired comparison of every strategy with
-a baseline strategy on their common seeds, Holm-corrected across the strategies compared
-(see :mod:`mimkit.compare.stats`).
+std and 95% Student-t interval over seeds of every metric; and, for the accuracies, the
+paired comparison of every strategy with a baseline strategy on their common seeds,
+Holm-corrected across the strategies compared (see :mod:`mimkit.compare.stats`).
 """
 
 from __future__ import annotations
@@ -15,62 +15,53 @@ from pathlib import Path
 from typing import Any
 
 from mimkit.compare import stats
-from mimkit.compare.runner import read_eval
+from mimkit.compare.evaluations import Metric
+from mimkit.compare.record import RunRecord, read_record
 from mimkit.compare.spec import RunSpec
 from mimkit.compare.stats import Estimate, PairedTest
 
 
 def knn_col(k: int, which: str = "top1") -> str:
+    """The column of k-NN on CLS features (the grid's curve)."""
     return f"knn_{which}_k{k}"
 
 
-def metric_columns(ks: Sequence[int], linear: bool) -> list[str]:
-    """The accuracies summarised and compared: k-NN top-1 per k, then the linear probe's."""
-    return [knn_col(k) for k in ks] + (["linear_top1"] if linear else [])
+TRAINING_COLUMNS = ("loss", "images_per_s", "run_images_per_s")
 
 
-def result_columns(ks: Sequence[int], linear: bool) -> list[str]:
-    cols = ["strategy", "run", "seed", "epochs", "epoch"]
-    for k in ks:
-        cols += [knn_col(k), knn_col(k, "top5")]
-    if linear:
-        cols += ["linear_top1", "linear_top5"]
-    return cols + ["loss", "images_per_s", "run_images_per_s"]
+def result_columns(metrics: Sequence[Metric]) -> list[str]:
+    return ["strategy", "run", "seed", "epochs", "epoch", *(m.column for m in metrics)] + list(
+        TRAINING_COLUMNS
+    )
 
 
-def collect_rows(runs: Sequence[RunSpec], ks: Sequence[int]) -> list[dict[str, Any]]:
-    """One row per run x evaluated epoch, from the runs' eval.json files."""
+def collect_rows(runs: Sequence[RunSpec], metrics: Sequence[Metric]) -> list[dict[str, Any]]:
+    """One row per run x evaluated epoch, from the runs' records."""
     rows = []
     for run in runs:
-        state = read_eval(run.out)
-        rows.extend(rows_from_state(state, run.strategy.name, run.name, ks))
+        record = read_record(run.out)
+        if record is not None:
+            rows.extend(rows_from_record(record, run.strategy.name, run.name, metrics))
     return rows
 
 
-def rows_from_state(
-    state: dict[str, Any], strategy: str, run: str, ks: Sequence[int]
+def rows_from_record(
+    record: RunRecord, strategy: str, run: str, metrics: Sequence[Metric]
 ) -> list[dict[str, Any]]:
     rows = []
-    for epoch in sorted(state.get("epochs_eval", {}), key=int):
-        e = state["epochs_eval"][epoch]
+    for epoch, er in sorted(record.epochs_eval.items()):
         row: dict[str, Any] = {
             "strategy": strategy,
             "run": run,
-            "seed": state.get("seed"),
-            "epochs": state.get("epochs"),
-            "epoch": int(epoch),
+            "seed": record.seed,
+            "epochs": record.epochs,
+            "epoch": epoch,
         }
-        for k in ks:
-            r = e.get("knn", {}).get(str(k), {})
-            row[knn_col(k)] = r.get("top1")
-            row[knn_col(k, "top5")] = r.get("top5")
-        lin = e.get("linear")
-        if lin:
-            row["linear_top1"] = lin.get("top1")
-            row["linear_top5"] = lin.get("top5")
-        row["loss"] = e.get("loss")
-        row["images_per_s"] = e.get("images_per_s")  # that epoch's training speed
-        row["run_images_per_s"] = state.get("images_per_s")  # mean over the run's epochs
+        for m in metrics:
+            row[m.column] = er.results.get(m.evaluation, {}).get(m.key)
+        row["loss"] = er.training.get("loss")
+        row["images_per_s"] = er.training.get("images_per_s")  # that epoch's training speed
+        row["run_images_per_s"] = record.images_per_s  # mean over the run's epochs
         rows.append(row)
     return rows
 
@@ -119,17 +110,23 @@ class Group:
 def summarize(
     rows: Sequence[dict[str, Any]],
     order: Sequence[tuple[str, int]],
-    ks: Sequence[int],
-    linear: bool,
+    ks: Sequence[int] = (),
+    linear: bool = False,
     masks: dict[str, str] | None = None,
     planned: dict[tuple[str, int], int] | None = None,
     baseline: str | None = None,
     every_epoch: bool = False,
+    *,
+    columns: Sequence[str] = (),
+    estimated: Sequence[str] = (),
 ) -> list[Group]:
     """Per (strategy, budget) in ``order``: statistics over seeds at the final epoch (at
-    every evaluated epoch with ``every_epoch``), each compared with ``baseline``'s group at
-    the same budget and epoch when a baseline is named."""
-    metrics = metric_columns(ks, linear)
+    every evaluated epoch with ``every_epoch``) of the tested columns (the k-NN columns of
+    ``ks``, the linear probe's with ``linear``, and ``columns``) and of the ``estimated``
+    ones; the tested ones compared with ``baseline``'s group at the same budget and epoch
+    when a baseline is named."""
+    tested = [knn_col(k) for k in ks] + (["linear_top1"] if linear else []) + list(columns)
+    metrics = [*tested, *estimated]
     groups = []
     for strategy, epochs in order:
         sel = [r for r in rows if r["strategy"] == strategy and r["epochs"] == epochs]
@@ -156,7 +153,7 @@ def summarize(
             )
             groups.append(g)
     if baseline is not None:
-        compare_with(groups, baseline, metrics)
+        compare_with(groups, baseline, tested)
     return groups
 
 

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ class CompareInterrupted(MimkitError):
     """Ctrl-C / SIGTERM during a run: what is finished is kept; rerun to resume."""
 
 
-class RunFailed(Exception):
+class RunFailed(MimkitError):
     """One run could not be trained or evaluated; the grid goes on with the others."""
 
 
@@ -131,3 +131,15 @@ def pretrain_torchrun(run: RunSpec, nproc_per_node: int, nodes: Nodes | None = N
         raise CompareInterrupted(f"stopped during {run.name}")
     if rc != 0:
         raise RunFailed(f"torchrun exited with status {rc} ({' '.join(cmd)})")
+
+
+# Where a run's pretraining runs (``--launcher``): this process, or torchrun children.
+PRETRAINERS: dict[str, Callable[[RunSpec, int, Nodes | None], None]] = {
+    "inprocess": lambda run, nproc_per_node, nodes: pretrain_inprocess(run),
+    "torchrun": pretrain_torchrun,
+}
+
+
+def pretrain(run: RunSpec, launcher: str, nproc_per_node: int, nodes: Nodes | None) -> None:
+    """Pretrain (or resume) ``run`` with the launcher named ``launcher``."""
+    PRETRAINERS[launcher](run, nproc_per_node, nodes)

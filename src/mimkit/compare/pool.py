@@ -4,7 +4,9 @@ process (:mod:`mimkit.compare.worker`) logging to ``<run>/compare.log``.
 On the CPU the cores are split between the runs (a config's ``run.threads`` wins when it
 pins one); with GPUs every run gets its own device(s) through ``CUDA_VISIBLE_DEVICES``.
 Ctrl-C (or SIGTERM) asks every running worker once to save and stop, and waits; a second
-Ctrl-C stops them at once. Rerunning resumes, as with one run at a time.
+Ctrl-C stops them at once. Rerunning resumes, as with one run at a time. A worker whose
+driver dies (``kill -9``) is told to save and stop (:mod:`mimkit.compare.worker`); a rerun
+that finds a run still in use by such a worker waits for it instead of starting it twice.
 """
 
 from __future__ import annotations
@@ -15,21 +17,30 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
 from mimkit.compare.launch import forward_interrupts
+from mimkit.compare.record import FAILED, read_record
 from mimkit.compare.runner import (
+    Echo,
     GridReport,
+    busy_with,
     finish_line,
-    read_eval,
     record_failure,
     runs_to_do,
     start_line,
 )
-from mimkit.compare.spec import CompareConfig, RunSpec
-from mimkit.compare.worker import EXIT_DONE, EXIT_INTERRUPTED, RunJob, write_job
+from mimkit.compare.settings import EvalSettings
+from mimkit.compare.spec import RunSpec
+from mimkit.compare.worker import (
+    DRIVER_PID,
+    EXIT_BUSY,
+    EXIT_DONE,
+    EXIT_INTERRUPTED,
+    RunJob,
+    write_job,
+)
 from mimkit.errors import ConfigError
 
 LOG_FILE = "compare.log"
@@ -100,9 +111,12 @@ class _Worker:
     started: float
 
 
-def _start(run: RunSpec, slot: Slot, job: RunJob, threads: int) -> tuple[subprocess.Popen, IO[str]]:
+def _launch(
+    run: RunSpec, slot: Slot, job: RunJob, threads: int
+) -> tuple[subprocess.Popen, IO[str]]:
     path = write_job(job)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env[DRIVER_PID] = str(os.getpid())  # the worker stops when this process is gone
     if slot.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
     log = (run.out / LOG_FILE).open("a")
@@ -115,77 +129,106 @@ def _start(run: RunSpec, slot: Slot, job: RunJob, threads: int) -> tuple[subproc
     return proc, log
 
 
-def run_parallel(
-    cc: CompareConfig,
-    runs: list[RunSpec],
-    slots: list[Slot],
-    *,
-    launcher: str = "inprocess",
-    nproc_per_node: int = 1,
-    echo: Callable[[str], None] = print,
-) -> GridReport:
-    """Every run of ``runs`` not complete yet, ``len(slots)`` at a time, in grid order."""
-    ev = cc.eval
-    report = GridReport()
-    todo = deque(runs_to_do(runs, ev, report, echo))
-    if not todo:
-        return report
-    first = todo[0][1].config
-    threads = threads_per_run(first.run.threads, len(slots))
-    echo(
-        f"mimkit compare: {len(slots)} runs at once, {threads} torch thread(s) each; "
-        f"logs in <run>/{LOG_FILE}"
-    )
-    free = list(reversed(slots))
-    running: list[_Worker] = []
+@dataclass(frozen=True)
+class Parallel:
+    """``len(slots)`` runs at once, in grid order, each in a worker process."""
 
-    def finish(w: _Worker, rc: int, stopping: bool) -> None:
-        w.log.close()
-        free.append(w.slot)
-        state = read_eval(w.run.out)
+    slots: list[Slot]
+    launcher: str = "inprocess"
+    nproc_per_node: int = 1
+
+    def __call__(self, runs: list[RunSpec], ev: EvalSettings, echo: Echo) -> GridReport:
+        report = GridReport()
+        todo = deque(runs_to_do(runs, ev, report, echo))
+        if todo:
+            _Pool(self, ev, report, echo).run(todo)
+        return report
+
+
+class _Pool:
+    """The driver's state while its workers run."""
+
+    def __init__(self, plan: Parallel, ev: EvalSettings, report: GridReport, echo: Echo):
+        self.plan, self.ev, self.report, self.echo = plan, ev, report, echo
+        self.free = list(reversed(plan.slots))
+        self.running: list[_Worker] = []
+        self.waiting: list[tuple[str, RunSpec]] = []  # in use by an earlier compare's worker
+
+    def run(self, todo: deque[tuple[str, RunSpec]]) -> None:
+        first = todo[0][1].config
+        self.threads = threads_per_run(first.run.threads, len(self.plan.slots))
+        self.echo(
+            f"mimkit compare: {len(self.plan.slots)} runs at once, {self.threads} torch "
+            f"thread(s) each; logs in <run>/{LOG_FILE}"
+        )
+        with forward_interrupts():
+            try:
+                while todo or self.running or self.waiting:
+                    self._readmit(todo)
+                    while todo and self.free:
+                        self._start(*todo.popleft())
+                    time.sleep(POLL_SECONDS)
+                    self._reap(todo, stopping=False)
+            except KeyboardInterrupt:
+                self.echo(
+                    "mimkit compare: stopping; running runs save a checkpoint first "
+                    "(Ctrl-C again to stop them at once)"
+                )
+                self.report.interrupted = "stopped"
+                _stop(self.running)
+                self._reap(todo, stopping=True)
+
+    def _readmit(self, todo: deque[tuple[str, RunSpec]]) -> None:
+        """Runs whose earlier worker has ended go back to the front of the queue."""
+        for item in list(self.waiting):
+            if busy_with(item[1]) is None:
+                self.waiting.remove(item)
+                todo.appendleft(item)
+
+    def _start(self, tag: str, run: RunSpec) -> None:
+        pid = busy_with(run)
+        if pid is not None:
+            who = f"PID {pid}" if pid else "another process"
+            self.echo(f"{tag}: in use by {who} (a worker of an earlier compare); waiting")
+            self.waiting.append((tag, run))
+            return
+        slot = self.free.pop()
+        p = self.plan
+        device = "cuda" if slot.gpus and run.config.run.device != "auto" else None
+        job = RunJob(run, self.ev, p.launcher, p.nproc_per_node, self.threads, device)
+        self.echo(f"{tag}: {start_line(run)} ... ({slot.describe()})")
+        proc, log = _launch(run, slot, job, self.threads)
+        self.running.append(_Worker(tag, run, slot, proc, log, time.perf_counter()))
+
+    def _reap(self, todo: deque[tuple[str, RunSpec]], stopping: bool) -> None:
+        for w in list(self.running):
+            rc = w.proc.poll()
+            if rc is not None:
+                self.running.remove(w)
+                w.log.close()
+                self.free.append(w.slot)
+                self._finish(w, rc, stopping, todo)
+
+    def _finish(
+        self, w: _Worker, rc: int, stopping: bool, todo: deque[tuple[str, RunSpec]]
+    ) -> None:
+        report, echo = self.report, self.echo
+        record = read_record(w.run.out)
         if rc == EXIT_DONE:
             report.trained.append(w.run.name)
-            echo(f"{w.tag}: {finish_line(state, time.perf_counter() - w.started, ev.shown_k)}")
+            echo(f"{w.tag}: {finish_line(record, time.perf_counter() - w.started, self.ev)}")
+        elif rc == EXIT_BUSY and not stopping:  # taken by an earlier worker meanwhile
+            self.waiting.append((w.tag, w.run))
         elif stopping or rc in (EXIT_INTERRUPTED, -signal.SIGINT):
             report.interrupted = f"stopped during {w.run.name}"
             echo(f"{w.tag}: interrupted; rerun the same command to resume")
         else:
-            msg = state.get("error") if state.get("status") == "failed" else None
+            msg = record.error if record is not None and record.status == FAILED else None
             if msg is None:
                 msg = f"worker exited with status {rc}"
                 record_failure(w.run, msg)
             report.failed[w.run.name] = msg
             echo(f"{w.tag}: FAILED: {msg} (log: {w.run.out / LOG_FILE})")
-
-    def reap(stopping: bool) -> None:
-        for w in list(running):
-            rc = w.proc.poll()
-            if rc is not None:
-                running.remove(w)
-                finish(w, rc, stopping)
-
-    with forward_interrupts():
-        try:
-            while todo or running:
-                while todo and free:
-                    tag, run = todo.popleft()
-                    slot = free.pop()
-                    device = "cuda" if slot.gpus and run.config.run.device != "auto" else None
-                    job = RunJob(run, ev, launcher, nproc_per_node, threads, device)
-                    echo(f"{tag}: {start_line(run)} ... ({slot.describe()})")
-                    proc, log = _start(run, slot, job, threads)
-                    running.append(_Worker(tag, run, slot, proc, log, time.perf_counter()))
-                time.sleep(POLL_SECONDS)
-                reap(stopping=False)
-        except KeyboardInterrupt:
-            echo(
-                "mimkit compare: stopping; running runs save a checkpoint first "
-                "(Ctrl-C again to stop them at once)"
-            )
-            report.interrupted = "stopped"
-            _stop(running)
-            reap(stopping=True)
-    return report
 
 
 def _stop(running: list[_Worker]) -> None:

@@ -1,4 +1,5 @@
-"""Write a grid's outputs: results.csv, summary.csv, summary.md and the two figures."""
+"""Write a grid's outputs: results.csv, summary.csv, summary.md, the accuracy figures and
+the strategies' masks side by side."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from mimkit.compare.aggregate import (
     Group,
     collect_rows,
     curves,
-    knn_col,
     result_columns,
     summarize,
     write_results_csv,
 )
+from mimkit.compare.evaluations import Evaluation, all_metrics, evaluation_plan
+from mimkit.compare.masks_figure import write_masks_figure
 from mimkit.compare.plots import write_plots
 from mimkit.compare.spec import CompareConfig, RunSpec, baseline_strategy
 from mimkit.compare.tables import summary_markdown, write_summary_csv
@@ -55,47 +57,52 @@ def write_report(
     grid has it, else the first strategy)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ev = cc.eval
     base = baseline_strategy(cc, baseline)
-    rows = collect_rows(runs, ev.knn_ks)
+    plan = evaluation_plan(cc.eval)
+    metrics = all_metrics(plan)
+    rows = collect_rows(runs, metrics)
     order = _order(runs)
     masks = {r.strategy.name: describe(r) for r in runs}
     planned: dict[tuple[str, int], int] = {}
     for r in runs:
         planned[(r.strategy.name, r.epochs)] = planned.get((r.strategy.name, r.epochs), 0) + 1
+    tested = [m.column for m in metrics if m.tested]
+    estimated = [m.column for m in metrics if not m.tested]
     groups = summarize(
-        rows, order, ev.knn_ks, ev.linear, masks, planned, baseline=base, every_epoch=True
-    )
+        rows, order, masks=masks, planned=planned, baseline=base, every_epoch=True,
+        columns=tested, estimated=estimated,
+    )  # fmt: skip
     results_csv, summary_csv, summary_md = (
         out / "results.csv",
         out / "summary.csv",
         out / "summary.md",
     )
-    write_results_csv(rows, results_csv, result_columns(ev.knn_ks, ev.linear))
-    write_summary_csv(groups, summary_csv, ev.knn_ks, ev.linear, base)
-    markdown = summary_markdown(cc, groups, base, notes)
+    write_results_csv(rows, results_csv, result_columns(metrics))
+    write_summary_csv(groups, summary_csv, metrics, base)
+    markdown = summary_markdown(cc, groups, base, plan, notes)
     summary_md.write_text(markdown)
     files = [results_csv, summary_csv, summary_md]
     if rows:
-        k = ev.shown_k
-        label = (lambda s, e: f"{s} ({e} ep)") if cc.multi_budget else (lambda s, e: s)
-        panels = [
-            (
-                f"k-NN top-1 (%), k={k}",
-                {label(s, e): pts for (s, e), pts in curves(groups, knn_col(k)).items()},
-            )
-        ]
-        if ev.linear and ev.linear_every:
-            panels.append(
-                (
-                    "linear top-1 (%)",
-                    {label(s, e): p for (s, e), p in curves(groups, "linear_top1").items()},
-                )
-            )
-        bars = [(knn_col(k), f"k-NN top-1 (%), k={k}, final epoch")]
-        if ev.linear:
-            bars.append(("linear_top1", "linear top-1 (%), final epoch"))
-        title = cc.description or Path(cc.source).stem.replace("_", " ")
-        final = [g for g in groups if g.final]
-        files += write_plots(out, final, panels, bars, cc.multi_budget, title)
+        files += _plots(cc, out, groups, plan)
+        figure = write_masks_figure(runs, out, _title(cc))
+        files += [figure] if figure is not None else []
     return Report(groups=groups, markdown=markdown, files=files, rows=len(rows))
+
+
+def _plots(cc: CompareConfig, out: Path, groups: list[Group], plan: list[Evaluation]) -> list[Path]:
+    """Accuracy by epoch (the grid's k-NN, and every other evaluation run at every evaluated
+    epoch), and the final bars of every headline accuracy."""
+    label = (lambda s, e: f"{s} ({e} ep)") if cc.multi_budget else (lambda s, e: s)
+    headline = [m for e in plan for m in e.metrics if m.headline]
+    curved = [m for e in plan if not e.final_only for m in e.metrics if m.headline]
+    panels = [
+        (f"{m.label} (%)", {label(s, e): pts for (s, e), pts in curves(groups, m.column).items()})
+        for m in curved
+    ]
+    bars = [(m.column, f"{m.label} (%), final epoch") for m in headline]
+    final = [g for g in groups if g.final]
+    return write_plots(out, final, panels, bars, cc.multi_budget, _title(cc))
+
+
+def _title(cc: CompareConfig) -> str:
+    return cc.description or Path(cc.source).stem.replace("_", " ")

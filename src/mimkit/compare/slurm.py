@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from mimkit.compare.launch import Nodes, pretrain_torchrun
-from mimkit.compare.runner import (
-    GridReport,
-    first_line,
-    read_eval,
-    record_failure,
-    runs_to_do,
-)
-from mimkit.compare.spec import CompareConfig, RunSpec
+from mimkit.compare.record import COMPLETE, FAILED, read_record
+from mimkit.compare.runner import Echo, GridReport, first_line, record_failure, runs_to_do
+from mimkit.compare.settings import EvalSettings
+from mimkit.compare.spec import RunSpec
 from mimkit.compare.worker import EXIT_DONE, RunJob, execute, read_job, write_job
 from mimkit.errors import ConfigError
 
@@ -152,59 +147,58 @@ def active_job(submitit: ModuleType, run: RunSpec, opts: SlurmOptions) -> Any | 
         return None
 
 
-def run_slurm(
-    cc: CompareConfig,
-    runs: list[RunSpec],
-    opts: SlurmOptions,
-    echo: Callable[[str], None] = print,
-) -> GridReport:
-    """Submit every run not complete yet (one job each) and, with ``opts.wait``, wait for
-    the jobs; Ctrl-C while waiting leaves them running."""
-    submitit = import_submitit()
-    ev = cc.eval
-    report = GridReport()
-    todo = runs_to_do(runs, ev, report, echo)
-    if not todo:
+@dataclass(frozen=True)
+class Slurm:
+    """Every run not complete yet a Slurm job; with ``opts.wait``, wait for the jobs (Ctrl-C
+    while waiting leaves them running)."""
+
+    opts: SlurmOptions
+
+    def __call__(self, runs: list[RunSpec], ev: EvalSettings, echo: Echo) -> GridReport:
+        opts = self.opts
+        submitit = import_submitit()
+        report = GridReport()
+        todo = runs_to_do(runs, ev, report, echo)
+        if not todo:
+            return report
+        opts.folder.mkdir(parents=True, exist_ok=True)
+        executor = make_executor(submitit, opts)
+        submitted: list[tuple[str, RunSpec, Any]] = []
+        for tag, run in todo:
+            job = active_job(submitit, run, opts)
+            if job is not None:
+                echo(f"{tag}: Slurm job {job.job_id} is {job.state.lower()} already; "
+                     "not resubmitted")  # fmt: skip
+            else:
+                path = write_job(RunJob(run, ev, "torchrun", opts.processes_per_node))
+                job = executor.submit(SlurmRun(str(path)))
+                _record(run, str(job.job_id), opts)
+                echo(f"{tag}: submitted as job {job.job_id}")
+            submitted.append((tag, run, job))
+        if not opts.wait:
+            report.queued = [run.name for _, run, _ in submitted]
+            return report
+        try:
+            for tag, run, job in submitted:
+                _collect(tag, run, job, report, echo)
+        except KeyboardInterrupt:
+            echo("mimkit compare: the jobs keep running; rerun the same command to collect them")
+            report.interrupted = "stopped waiting for the jobs"
         return report
-    opts.folder.mkdir(parents=True, exist_ok=True)
-    executor = make_executor(submitit, opts)
-    submitted: list[tuple[str, RunSpec, Any]] = []
-    for tag, run in todo:
-        job = active_job(submitit, run, opts)
-        if job is not None:
-            echo(f"{tag}: Slurm job {job.job_id} is {job.state.lower()} already; not resubmitted")
-        else:
-            path = write_job(RunJob(run, ev, "torchrun", opts.processes_per_node))
-            job = executor.submit(SlurmRun(str(path)))
-            _record(run, str(job.job_id), opts)
-            echo(f"{tag}: submitted as job {job.job_id}")
-        submitted.append((tag, run, job))
-    if not opts.wait:
-        report.queued = [run.name for _, run, _ in submitted]
-        return report
-    try:
-        for tag, run, job in submitted:
-            _collect(tag, run, job, report, echo)
-    except KeyboardInterrupt:
-        echo("mimkit compare: the jobs keep running; rerun the same command to collect them")
-        report.interrupted = "stopped waiting for the jobs"
-    return report
 
 
-def _collect(
-    tag: str, run: RunSpec, job: Any, report: GridReport, echo: Callable[[str], None]
-) -> None:
+def _collect(tag: str, run: RunSpec, job: Any, report: GridReport, echo: Echo) -> None:
     try:
         job.result()
         problem = None
     except Exception as err:  # submitit's job errors: failed, cancelled, timed out for good
         problem = first_line(err)
-    state = read_eval(run.out)
-    if state.get("status") == "complete":
+    record = read_record(run.out)
+    if record is not None and record.status == COMPLETE:
         report.trained.append(run.name)
         echo(f"{tag}: job {job.job_id} complete")
         return
-    msg = state.get("error") if state.get("status") == "failed" else None
+    msg = record.error if record is not None and record.status == FAILED else None
     if msg is None:
         msg = f"job {job.job_id} ended without a complete evaluation" + (
             f": {problem}" if problem else ""

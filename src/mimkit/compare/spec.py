@@ -9,7 +9,7 @@ A compare config is YAML::
     overrides: {model.arch: vit_micro}  # dotted keys, applied to every run
     seeds: [0, 1, 2]
     epochs: 8                           # or a list of budgets: [4, 8]
-    eval: {every: 2, knn_ks: [10, 20], linear: false}
+    eval: {knn: {every: 2, ks: [10, 20]}, linear: false}   # see compare/settings.py
     strategies:
       - {name: AttMask-High, mask: [high]}
       - {name: Random, mask: [random], seeds: [0]}
@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mimkit.compare.settings import EvalSettings
 from mimkit.errors import ConfigError, MimkitError
 from mimkit.ibot.config import PretrainConfig, load_config
 
@@ -35,56 +36,11 @@ SHIPPED_COMPARE_CONFIGS = "compare"  # folder inside mimkit/configs
 
 TOP_KEYS = ("base", "overrides", "seeds", "epochs", "eval", "strategies", "description")
 STRATEGY_KEYS = ("name", "mask", "overrides", "seeds", "epochs")
-FEATURE_CHOICES = ("cls", "cls+avgpool")
-LINEAR_FEATURE_CHOICES = ("last4", "last4+avgpool", "cls", "cls+avgpool")
 
 # Config sections (and run fields) that change what a run computes: a run folder trained
 # with other values cannot be reused.
 _IDENTITY_SECTIONS = ("model", "data", "masking", "loss", "optim")
 _IDENTITY_RUN_FIELDS = ("seed", "amp")
-
-
-@dataclass
-class EvalSettings:
-    every: int = 1  # evaluate (and keep a checkpoint) every N epochs, plus the final epoch
-    knn_ks: list[int] = field(default_factory=lambda: [10, 20])
-    temperature: float = 0.07
-    features: str = "cls"
-    batch_size: int = 256
-    linear: bool = False
-    linear_epochs: int = 100
-    linear_batch_size: int = 256
-    linear_lr: float | None = None  # default 0.003 x batch / 256
-    linear_features: str = "last4"
-    linear_every: bool = False  # probe every evaluated epoch, not only the final one
-    plot_k: int | None = None  # k shown in the plots (default 20 if evaluated, else the first)
-
-    @property
-    def shown_k(self) -> int:
-        if self.plot_k is not None:
-            return self.plot_k
-        return 20 if 20 in self.knn_ks else self.knn_ks[0]
-
-    def key(self) -> dict[str, Any]:
-        """What a finished run's evaluation depends on (a change re-evaluates, never retrains)."""
-        return {
-            "every": self.every,
-            "knn_ks": sorted(self.knn_ks),
-            "temperature": self.temperature,
-            "features": self.features,
-            "linear": self.linear,
-            **(
-                {
-                    "linear_epochs": self.linear_epochs,
-                    "linear_batch_size": self.linear_batch_size,
-                    "linear_lr": self.linear_lr,
-                    "linear_features": self.linear_features,
-                    "linear_every": self.linear_every,
-                }
-                if self.linear
-                else {}
-            ),
-        }
 
 
 @dataclass
@@ -211,47 +167,6 @@ def slugify(name: str) -> str:
     return slug or "strategy"
 
 
-def _parse_eval(raw: Any) -> EvalSettings:
-    if raw is None:
-        return EvalSettings()
-    if not isinstance(raw, dict):
-        raise ConfigError("eval must be a mapping")
-    ev = EvalSettings()
-    known = set(EvalSettings.__dataclass_fields__)
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"unknown eval setting {key!r}; known: {', '.join(sorted(known))}")
-        if key == "knn_ks":
-            value = sorted(_int_list(value, "eval.knn_ks", 1))
-        elif key in ("every", "batch_size", "linear_epochs", "linear_batch_size"):
-            value = _int_list(value, f"eval.{key}", 1)
-            if len(value) != 1:
-                raise ConfigError(f"eval.{key} must be one integer")
-            value = value[0]
-        elif key in ("linear", "linear_every"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"eval.{key} must be true or false")
-        elif key in ("temperature", "linear_lr"):
-            if value is None and key == "linear_lr":
-                pass
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"eval.{key} must be a number > 0, got {value!r}")
-            else:
-                value = float(value)
-        elif key == "features" and value not in FEATURE_CHOICES:
-            raise ConfigError(f"eval.features must be one of {', '.join(FEATURE_CHOICES)}")
-        elif key == "linear_features" and value not in LINEAR_FEATURE_CHOICES:
-            raise ConfigError(
-                f"eval.linear_features must be one of {', '.join(LINEAR_FEATURE_CHOICES)}"
-            )
-        elif key == "plot_k" and value is not None:
-            value = _int_list(value, "eval.plot_k", 1)[0]
-        setattr(ev, key, value)
-    if ev.plot_k is not None and ev.plot_k not in ev.knn_ks:
-        raise ConfigError(f"eval.plot_k {ev.plot_k} is not one of eval.knn_ks {ev.knn_ks}")
-    return ev
-
-
 def parse_compare_config(
     data: dict[str, Any], source: str = "<dict>", extra_overrides: list[tuple[str, Any]] = ()
 ) -> CompareConfig:
@@ -274,7 +189,7 @@ def parse_compare_config(
     epochs: list[int | None] = (
         _int_list(data["epochs"], "epochs", 1) if data.get("epochs") is not None else [None]
     )
-    ev = _parse_eval(data.get("eval"))
+    ev = EvalSettings.from_yaml(data.get("eval"))
     raw_strategies = data.get("strategies")
     if not isinstance(raw_strategies, list) or not raw_strategies:
         raise ConfigError("compare config needs strategies: a non-empty list")
@@ -319,6 +234,7 @@ def parse_compare_config(
                 epochs=s_epochs,
             )
         )
+    _check_finetune_selection(ev, strategies)
     return CompareConfig(
         source=source,
         base=base,
@@ -329,6 +245,16 @@ def parse_compare_config(
         strategies=strategies,
         description=str(data.get("description") or ""),
     )
+
+
+def _check_finetune_selection(ev: EvalSettings, strategies: list[Strategy]) -> None:
+    known = {s.name.lower() for s in strategies} | {s.slug for s in strategies}
+    for name in ev.finetune.strategies or ():
+        if name.strip().lower() not in known:
+            names = ", ".join(s.name for s in strategies)
+            raise ConfigError(
+                f"eval.finetune.strategies: {name!r} is not a strategy of this config ({names})"
+            )
 
 
 def load_compare_config(
@@ -371,6 +297,7 @@ def build_run_config(
         ("run.keep_every_epochs", cc.eval.every),
         ("run.final_knn", False),
         ("run.knn_every_epochs", 0),
+        ("run.diagnostics_every_epochs", cc.eval.every if cc.eval.diagnostics.enabled else 0),
     ]
     return load_config(cc.base, overrides)
 
@@ -390,7 +317,7 @@ def build_grid(cc: CompareConfig, out: str | Path) -> list[RunSpec]:
     except MimkitError as err:
         raise ConfigError(f"overrides: {err}") from None
     runs: list[RunSpec] = []
-    # Validation builds the model: once per distinct config, not once per seed.
+    # Validated once per distinct config, not once per seed.
     validated: set[str] = set()
     for s in cc.strategies:
         for epochs in s.epochs:

@@ -1,6 +1,6 @@
 """``summary.csv`` (one row per strategy x budget x evaluated epoch, every statistic) and
-``summary.md`` (the final epoch against the baseline, what is and is not established, and
-the curve by epoch)."""
+``summary.md``: at the final epoch, one table and one verdict per evaluation (what is and
+is not established against the baseline), the mask diagnostics, and the curve by epoch."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from mimkit.compare import stats
-from mimkit.compare.aggregate import Comparison, Group, knn_col, metric_columns
+from mimkit.compare.aggregate import Comparison, Group
+from mimkit.compare.evaluations import Evaluation, Metric, all_metrics
 from mimkit.compare.spec import CompareConfig
 from mimkit.compare.stats import Estimate
 
 NA = "n/a"
-
-
-def metric_label(metric: str) -> str:
-    return "linear top-1" if metric == "linear_top1" else f"k-NN@{metric.rsplit('k', 1)[1]} top-1"
+ESTIMATE_FIELDS = ("mean", "std", "ci_low", "ci_high")
 
 
 # -- formatting -------------------------------------------------------------------------
@@ -98,22 +96,22 @@ STAT_FIELDS = (
 )
 
 
-def summary_columns(ks: Sequence[int], linear: bool) -> list[str]:
+def summary_columns(metrics: Sequence[Metric]) -> list[str]:
     cols = ["strategy", "mask", "epochs", "epoch", "n_seeds", "seeds", "baseline"]
-    for m in metric_columns(ks, linear):
-        cols += [f"{m}_{f}" for f in STAT_FIELDS]
+    for m in metrics:
+        cols += [f"{m.column}_{f}" for f in (STAT_FIELDS if m.tested else ESTIMATE_FIELDS)]
     return cols + ["images_per_s_mean"]
 
 
-def _metric_fields(g: Group, metric: str) -> dict[str, Any]:
-    est = g.stats[metric]
+def _metric_fields(g: Group, column: str) -> dict[str, Any]:
+    est = g.stats[column]
     out: dict[str, Any] = {
         "mean": est.mean,
         "std": est.std,
         "ci_low": est.low,
         "ci_high": est.high,
     }
-    c = g.versus.get(metric)
+    c = g.versus.get(column)
     if c is not None:
         d = c.test.diff
         out.update(
@@ -132,9 +130,9 @@ def _metric_fields(g: Group, metric: str) -> dict[str, Any]:
 
 
 def write_summary_csv(
-    groups: Sequence[Group], path: Path, ks: Sequence[int], linear: bool, baseline: str
+    groups: Sequence[Group], path: Path, metrics: Sequence[Metric], baseline: str
 ) -> None:
-    cols = summary_columns(ks, linear)
+    cols = summary_columns(metrics)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -149,8 +147,8 @@ def write_summary_csv(
                 "baseline": baseline,
                 "images_per_s_mean": g.stats["images_per_s"].mean,
             }
-            for m in metric_columns(ks, linear):
-                row.update({f"{m}_{k}": v for k, v in _metric_fields(g, m).items()})
+            for m in metrics:
+                row.update({f"{m.column}_{k}": v for k, v in _metric_fields(g, m.column).items()})
             w.writerow([_num(row.get(c)) for c in cols])
 
 
@@ -174,72 +172,84 @@ def _mask_cell(g: Group) -> str:
 
 def summary_table(
     groups: Sequence[Group],
-    ks: Sequence[int],
-    linear: bool,
+    columns: Sequence[Metric],
     multi: bool,
-    tested: str | None = None,
+    tested: Metric | None = None,
     baseline: str = "",
 ) -> str:
-    """Final-epoch rows: mean ± std per metric, and for ``tested`` the interval and the
-    comparison with ``baseline``."""
-    head = ["strategy", "mask", "seeds"]
-    head += [f"k-NN@{k} top-1" for k in ks] + (["linear top-1"] if linear else [])
+    """Final-epoch rows: mean ± std per metric of ``columns``, and for ``tested`` the
+    interval and the comparison with ``baseline``."""
+    head = ["strategy", "mask", "seeds", *(m.label for m in columns)]
     if tested:
-        on = f" ({metric_label(tested).removesuffix(' top-1')})"
+        on = f" ({tested.short})"
         head += [f"95% CI{on}", f"Δ vs {baseline}{on}", "95% CI of Δ", "p", "p Holm"]
         head.append("significant")
     head.append("img/s")
     rows = []
     for g in groups:
         cells = [g.label(multi), _mask_cell(g), _seeds_cell(g)]
-        cells += [fmt_mean_std(g.stats[m]) for m in metric_columns(ks, linear)]
+        cells += [fmt_mean_std(g.stats[m.column]) for m in columns]
         if tested:
-            cells += comparison_cells(g, tested)
+            cells += comparison_cells(g, tested.column)
         ips = g.stats["images_per_s"].mean
         cells.append("–" if math.isnan(ips) else f"{ips:.0f}")
         rows.append(cells)
     return _table(head, rows)
 
 
-def comparison_table(groups: Sequence[Group], metric: str, multi: bool, baseline: str) -> str:
-    head = ["strategy", "seeds", metric_label(metric), "95% CI", f"Δ vs {baseline}"]
+def comparison_table(groups: Sequence[Group], metric: Metric, multi: bool, baseline: str) -> str:
+    head = ["strategy", "seeds", metric.label, "95% CI", f"Δ vs {baseline}"]
     head += ["95% CI of Δ", "p", "p Holm", "significant"]
-    rows = [
-        [g.label(multi), _seeds_cell(g), fmt_mean_std(g.stats[metric])]
-        + comparison_cells(g, metric)
+    rows = [  # seeds: those with this metric (fine-tuning may run on a few)
+        [g.label(multi), str(g.stats[metric.column].n), fmt_mean_std(g.stats[metric.column])]
+        + comparison_cells(g, metric.column)
         for g in groups
     ]
     return _table(head, rows)
 
 
-def epoch_table(groups: Sequence[Group], metric: str, multi: bool) -> str:
+def _estimate_cell(est: Estimate, digits: int) -> str:
+    if est.n == 0:
+        return "–"
+    cell = f"{est.mean:.{digits}f}"
+    return cell + (f" [{est.low:.{digits}f}, {est.high:.{digits}f}]" if est.n >= 2 else "")
+
+
+def estimate_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bool) -> str:
+    """Mean [95% CI] over seeds per strategy of each of ``metrics`` (no test)."""
+    head = ["strategy", "seeds", *(m.label for m in metrics)]
+    rows = [
+        [g.label(multi), str(g.stats[metrics[0].column].n)]
+        + [_estimate_cell(g.stats[m.column], 3) for m in metrics]
+        for g in groups
+    ]
+    return _table(head, rows)
+
+
+def epoch_table(groups: Sequence[Group], column: str, multi: bool) -> str:
     """Mean [95% CI] per strategy and evaluated epoch."""
     epochs = sorted({g.epoch for g in groups})
     rows: dict[str, dict[int, str]] = {}
     for g in groups:
-        est = g.stats[metric]
-        cell = "–" if est.n == 0 else f"{est.mean:.1f}"
-        if est.n >= 2:
-            cell += f" [{est.low:.1f}, {est.high:.1f}]"
-        rows.setdefault(g.label(multi), {})[g.epoch] = cell
+        rows.setdefault(g.label(multi), {})[g.epoch] = _estimate_cell(g.stats[column], 1)
     return _table(
         ["strategy"] + [f"epoch {e}" for e in epochs],
         [[label] + [r.get(e, "") for e in epochs] for label, r in rows.items()],
     )
 
 
-def _tested(groups: Sequence[Group], metric: str) -> list[tuple[Group, Comparison]]:
+def _tested(groups: Sequence[Group], column: str) -> list[tuple[Group, Comparison]]:
     return [
-        (g, g.versus[metric])
+        (g, g.versus[column])
         for g in groups
-        if metric in g.versus and g.versus[metric].significant is not None
+        if column in g.versus and g.versus[column].significant is not None
     ]
 
 
-def power_line(groups: Sequence[Group], metric: str) -> str:
+def power_line(groups: Sequence[Group], metric: Metric) -> str:
     """The minimal detectable difference at 80% power, from the paired std pooled over the
     comparisons, and the seeds a 1-point difference needs."""
-    tested = [c for _, c in _tested(groups, metric) if c.test.diff.std > 0]
+    tested = [c for _, c in _tested(groups, metric.column) if c.test.diff.std > 0]
     if not tested:
         return ""
     sd = math.sqrt(sum(c.test.diff.std**2 for c in tested) / len(tested))
@@ -253,7 +263,7 @@ def power_line(groups: Sequence[Group], metric: str) -> str:
         else f"none with {n} seeds (the exact test cannot reach p < 0.05 with so few)"
     )
     return (
-        f"Minimal detectable difference ({metric_label(metric)}; 80% power, two-sided 5%, "
+        f"Minimal detectable difference ({metric.label}; 80% power, two-sided 5%, "
         f"paired t-test on the observed paired std of {sd:.2f} points pooled over "
         f"{_plural(len(tested), 'comparison')}): {found}; detecting a 1-point difference "
         f"needs {needs} (per strategy in summary.csv)."
@@ -272,12 +282,13 @@ def _seeds_for_floor(m: int) -> int:
     return n
 
 
-def verdict(groups: Sequence[Group], metric: str, baseline: str, multi: bool) -> str:
+def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool) -> str:
     """What the final-epoch comparison on ``metric`` does and does not establish."""
-    compared = [g for g in groups if metric in g.versus]
+    column = metric.column
+    compared = [g for g in groups if column in g.versus]
     if not compared:
         return f"Nothing is compared: the baseline {baseline} has no result at this epoch."
-    tested = _tested(groups, metric)
+    tested = _tested(groups, column)
     if not tested:
         return (
             f"No difference from {baseline} can be tested: no strategy has two or more seeds "
@@ -310,7 +321,7 @@ def verdict(groups: Sequence[Group], metric: str, baseline: str, multi: bool) ->
             "seed noise explains; that does not show equality: differences below the "
             "minimal detectable difference mostly go unseen."
         )
-    untested = [g.label(multi) for g in compared if g.versus[metric].significant is None]
+    untested = [g.label(multi) for g in compared if g.versus[column].significant is None]
     if untested:
         parts.append(
             f"Untested (fewer than two seeds in common with {baseline}): "
@@ -331,64 +342,87 @@ def verdict(groups: Sequence[Group], metric: str, baseline: str, multi: bool) ->
     return " ".join(parts)
 
 
+def _comparison_section(
+    final: Sequence[Group], metric: Metric, baseline: str, multi: bool, table: bool
+) -> list[str]:
+    """The comparison table of ``metric`` (unless it is already shown), the minimal
+    detectable difference and the verdict."""
+    text = [comparison_table(final, metric, multi, baseline), ""] if table else []
+    line = power_line(final, metric)
+    if line:
+        text += [line, ""]
+    return text + [
+        f"**What this shows ({metric.label}):** " + verdict(final, metric, baseline, multi),
+        "",
+    ]
+
+
 def summary_markdown(
     cc: CompareConfig,
     groups: Sequence[Group],
     baseline: str,
+    plan: Sequence[Evaluation],
     notes: Sequence[str] = (),
 ) -> str:
-    """``groups`` at every evaluated epoch (the final ones make the main table)."""
+    """``groups`` at every evaluated epoch (the final ones make the tables): the headline
+    table with the comparison on the grid's k-NN, then one section per evaluation, the mask
+    diagnostics and the k-NN curve by epoch."""
     ev = cc.eval
     multi = cc.multi_budget
     final = [g for g in groups if g.final]
-    primary = knn_col(ev.shown_k)
+    curve, *others = plan
+    primary = next(m for m in curve.metrics if m.headline)
+    columns = [m for m in curve.metrics if m.tested]
+    columns += [m for e in others for m in e.metrics if m.headline]
     epochs = sorted({g.epochs for g in final})
-    linear = (
-        f"; linear probe on {ev.linear_features} features, {ev.linear_epochs} epochs"
-        if ev.linear
-        else ""
-    )
     text = [
         "# Strategy comparison",
         "",
         f"Compare config: `{cc.source}` (base `{cc.base}`).",
-        f"Final epoch ({', '.join(map(str, epochs))}); k-NN of the teacher backbone "
-        f"({ev.features} features, T = {ev.temperature}) on the val split against the "
-        "pretraining train split"
-        + linear
-        + ". Values are top-1 % as mean ± sample std over seeds (no ± with one seed); "
-        f"95% CI: Student-t interval of the {metric_label(primary)} mean. Δ: the paired "
-        f"difference from {baseline} over the seeds both ran (a seed gives every strategy "
-        "the same initial weights, data order and augmentations: only the masks differ), "
-        "with its 95% CI; p: two-sided exact sign-flip permutation test (up to 10 seeds) "
-        "or paired t-test; p Holm: corrected across the strategies compared; significant: "
-        "p Holm < 0.05.",
+        f"Final epoch ({', '.join(map(str, epochs))}); evaluations of the teacher backbone on "
+        f"the val split ({'; '.join(e.title for e in plan)}). k-NN: T = "
+        f"{ev.knn.temperature}, the pretraining train split as the bank. Values are top-1 % "
+        "as mean ± sample std over seeds (no ± with one seed); 95% CI: Student-t interval of "
+        f"the mean. Δ: the paired difference from {baseline} over the seeds both ran (a seed "
+        "gives every strategy the same initial weights, data order and augmentations: only "
+        "the masks differ), with its 95% CI; p: two-sided exact sign-flip permutation test "
+        "(up to 10 seeds) or paired t-test; p Holm: corrected across the strategies "
+        "compared; significant: p Holm < 0.05.",
         "",
-        summary_table(final, ev.knn_ks, ev.linear, multi, primary, baseline),
+        summary_table(final, columns, multi, primary, baseline),
         "",
     ]
-    tested = [primary] + (["linear_top1"] if ev.linear else [])
-    for metric in tested:
-        if metric != primary:
-            text += [
-                f"## {metric_label(metric)} vs {baseline}",
-                "",
-                comparison_table(final, metric, multi, baseline),
-                "",
-            ]
-        line = power_line(final, metric)
-        if line:
-            text += [line, ""]
+    text += _comparison_section(final, primary, baseline, multi, table=False)
+    for evaluation in plan:
+        headline = [m for m in evaluation.metrics if m.headline and m is not primary]
+        if not headline:
+            continue
+        text += [f"## {evaluation.title} vs {baseline}", ""]
+        for metric in headline:
+            if len(headline) > 1:
+                text += [f"### {metric.label}", ""]
+            text += _comparison_section(final, metric, baseline, multi, table=True)
+    estimated = [m for m in all_metrics(list(plan)) if m.evaluation == "diagnostics"]
+    if estimated:
         text += [
-            f"**What this shows ({metric_label(metric)}):** "
-            + verdict(final, metric, baseline, multi),
+            "## Mask diagnostics: mean [95% CI] over seeds",
+            "",
+            "On a fixed batch of val images at the final epoch (definitions: docs/method.md, "
+            'section "Mask diagnostics"): the share of masked patches on the object and '
+            "its level for random masks of the same counts (empty where the data has no "
+            "object rule); hardness, the patch term's cross-entropy on the masked patches "
+            "over the same for random masks of the same counts (> 1: harder than random); "
+            "IoU with AttMask-High's masks of the same counts and its chance level; the "
+            "normalised entropy of the teacher's last-block CLS attention (1: uniform).",
+            "",
+            estimate_table(final, estimated, multi),
             "",
         ]
     if len({g.epoch for g in groups}) > 1:
         text += [
-            f"## {metric_label(primary)} by epoch: mean [95% CI]",
+            f"## {primary.label} by epoch: mean [95% CI]",
             "",
-            epoch_table(groups, primary, multi),
+            epoch_table(groups, primary.column, multi),
             "",
         ]
     if notes:

@@ -1,27 +1,35 @@
 """One run of a grid in a process of its own: what ``mimkit compare --jobs N`` starts N of
 at once (``python -m mimkit.compare.worker <run>/compare_job.json``) and what each Slurm
 job runs. The job file holds everything the run needs: its full pretraining config, the
-evaluation settings and how to launch it."""
+evaluation settings and how to launch it. A worker started by a driver stops (saving first,
+as on Ctrl-C) when that driver dies, however it dies: see :func:`stop_with_driver`."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mimkit.compare.launch import CompareInterrupted, Nodes, RunFailed
-from mimkit.compare.runner import first_line, record_failure, run_one
-from mimkit.compare.spec import EvalSettings, RunSpec, Strategy
+from mimkit.compare.runner import RunBusy, first_line, record_failure, run_one
+from mimkit.compare.settings import EvalSettings
+from mimkit.compare.spec import RunSpec, Strategy
 from mimkit.errors import MimkitError
 from mimkit.ibot.config import PretrainConfig
 
 JOB_FILE = "compare_job.json"
-EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_DONE, EXIT_FAILED, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 75, 130
+DRIVER_PID = "MIMKIT_COMPARE_DRIVER"  # environment: the PID of the driver that started us
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -44,7 +52,7 @@ class RunJob:
                 "strategy": dataclasses.asdict(r.strategy),
                 "config": r.config.to_dict(),
             },
-            "eval": dataclasses.asdict(self.ev),
+            "eval": self.ev.to_dict(),
             "launcher": self.launcher,
             "nproc_per_node": self.nproc_per_node,
             "threads": self.threads,
@@ -66,7 +74,7 @@ class RunJob:
         )
         return cls(
             run=run,
-            ev=EvalSettings(**data["eval"]),
+            ev=EvalSettings.from_dict(data["eval"]),
             launcher=data["launcher"],
             nproc_per_node=int(data["nproc_per_node"]),
             threads=data.get("threads"),
@@ -100,6 +108,9 @@ def execute(job: RunJob, nodes: Nodes | None = None, echo: Callable[[str], None]
         cfg.run.device = job.device
     try:
         run_one(job.run, job.ev, job.launcher, job.nproc_per_node, nodes)
+    except RunBusy as err:
+        echo(f"{job.run.name}: not started: {err}")
+        return EXIT_BUSY
     except (CompareInterrupted, KeyboardInterrupt):
         echo(f"{job.run.name}: interrupted")
         return EXIT_INTERRUPTED
@@ -112,12 +123,40 @@ def execute(job: RunJob, nodes: Nodes | None = None, echo: Callable[[str], None]
     return EXIT_DONE
 
 
+def stop_with_driver(driver: int) -> None:
+    """When the driver process ``driver`` (our parent) ends, however it ends (kill -9
+    included), this process gets SIGINT: it saves and stops as on Ctrl-C. Linux tells us
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread watches for a new parent."""
+    if os.getppid() != driver:  # it died before we got here
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0) == 0:
+            if os.getppid() != driver:  # it died between the check and the call
+                os.kill(os.getpid(), signal.SIGINT)
+            return
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m mimkit.compare.worker RUN_DIR/compare_job.json", file=sys.stderr)
         return 2
-    return execute(read_job(args[0]), echo=lambda line: print(line, flush=True))
+    driver = os.environ.get(DRIVER_PID, "")
+    try:
+        if driver.isdigit():
+            stop_with_driver(int(driver))
+        return execute(read_job(args[0]), echo=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # the driver went away before the run started
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

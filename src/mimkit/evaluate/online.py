@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -44,6 +44,10 @@ def online_knn(
     return {"k": k, **res}
 
 
+class Evaluable(Protocol):
+    def eval_backbone(self) -> nn.Module: ...
+
+
 @dataclass
 class OnlineKnnHook:
     """The training loop's epoch-end k-NN: the backbone on ``val_data``'s val split (default:
@@ -68,8 +72,8 @@ class OnlineKnnHook:
         val = build_dataset(self.val_data or self.data, "val", tf)
         return train, val
 
-    def __call__(self, method: Any, device: torch.device) -> dict[str, float]:
-        """k-NN of ``method.eval_backbone()`` (a :class:`~mimkit.train.method.Method`)."""
+    def __call__(self, method: Evaluable, device: torch.device) -> dict[str, float]:
+        """k-NN of ``method.eval_backbone()``."""
         train, val = self.datasets()
         result = online_knn(method.eval_backbone(), train, val, device, k=self.k)
         return {key: float(v) for key, v in result.items()}

@@ -46,17 +46,26 @@ class EvalSetup:
     num_workers: int
     cache_dir: Path | None
     fingerprints: dict[str, str] = field(default_factory=dict)
+    val_data: str | None = None  # the val split's data spec, when not ``data``'s
+    _eval_sets: dict[str, Dataset] = field(default_factory=dict, repr=False)
 
     @property
     def img_size(self) -> int:
         return self.spec.img_size
 
+    def data_of(self, split: str) -> str:
+        return (self.val_data or self.data) if split == self.val_split else self.data
+
     def dataset(self, split: str, transform=None) -> Dataset:
         subset = self.subset if split == self.train_split else self.val_subset
-        return build_dataset(self.data, split, transform, subset=subset)
+        return build_dataset(self.data_of(split), split, transform, subset=subset)
 
     def eval_dataset(self, split: str) -> Dataset:
-        return self.dataset(split, eval_transform(self.img_size, self.mean, self.std))
+        """The split with the evaluation transform (built once)."""
+        if split not in self._eval_sets:
+            tf = eval_transform(self.img_size, self.mean, self.std)
+            self._eval_sets[split] = self.dataset(split, tf)
+        return self._eval_sets[split]
 
     def key_parts(self, checkpoint_key: str, split: str) -> dict[str, Any]:
         data = self.fingerprints[split]
@@ -106,8 +115,10 @@ def prepare_eval(
     device: str = "auto",
     num_workers: int | None = None,
     cache: bool = True,
+    val_data: str | None = None,
 ) -> EvalSetup:
-    """Check everything the k-NN / linear commands need, then build the model and load it."""
+    """Check everything the k-NN / linear commands need, then build the model and load it.
+    ``val_data``: the data spec of the val split when it is not ``data``'s."""
     ckpt = Path(source.checkpoint).expanduser()
     dev = resolve_device(device)
     sd, file_cfg = load_backbone_state(ckpt, source.checkpoint_key)
@@ -121,11 +132,12 @@ def prepare_eval(
     )
     if train_split == val_split:
         raise ConfigError(f"train and val splits are both {train_split!r}")
-    for split in (train_split, val_split):
-        validate_data_spec(data, split)
+    val_spec = val_data or data
+    validate_data_spec(data, train_split)
+    validate_data_spec(val_spec, val_split)
     fingerprints = {
         train_split: dataset_fingerprint(data, train_split, subset),
-        val_split: dataset_fingerprint(data, val_split, val_subset),
+        val_split: dataset_fingerprint(val_spec, val_split, val_subset),
     }
     model = build_backbone(spec)
     notes = load_backbone(sd, model, interpolate_pos_embed=source.interpolate_pos_embed)
@@ -152,4 +164,5 @@ def prepare_eval(
         num_workers=workers,
         cache_dir=ckpt.resolve().parent / "features" if cache else None,
         fingerprints=fingerprints,
+        val_data=str(val_data) if val_data else None,
     )

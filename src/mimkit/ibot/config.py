@@ -112,6 +112,8 @@ class OptimConfig:
 class PretrainRunConfig(RunConfig):
     output_dir: str = "runs/pretrain"
     knn_every_epochs: int = ranged(0, ">= 0")  # online k-NN every N epochs (0: at the end)
+    # mask diagnostics (docs/method.md) every N epochs; 0: off
+    diagnostics_every_epochs: int = ranged(0, ">= 0")
     final_knn: bool = True
 
 

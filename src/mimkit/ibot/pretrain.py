@@ -14,6 +14,7 @@ from mimkit.errors import NonFiniteLossError
 from mimkit.evaluate.online import OnlineKnnHook
 from mimkit.ibot.config import PretrainConfig
 from mimkit.ibot.data import build_train_data
+from mimkit.ibot.mask_diagnostics import MaskDiagnosticsHook
 from mimkit.ibot.meta_arch import IBOTMetaArch
 from mimkit.ibot.schedules import Schedules
 from mimkit.ibot.validation import validate_config
@@ -86,7 +87,7 @@ def build_pretraining(
         schedules = build_schedules(cfg, data.steps_per_epoch, dist.world_size)
         method = IBOTMetaArch(cfg, schedules, device, dist.rank)
         data.extras = method.batch_extras()  # masks that need no teacher, drawn by the workers
-        hooks = [knn_hook(cfg)]
+        hooks = [knn_hook(cfg), MaskDiagnosticsHook(cfg, cfg.run.diagnostics_every_epochs)]
         o = cfg.optim
         settings = LoopSettings(
             cfg.run, Path(cfg.run.output_dir), o.epochs, o.clip_grad, o.clip_mode, cfg.to_dict()

@@ -60,12 +60,15 @@ class FolderLock:
     :class:`FolderInUseError` naming the holder's PID when another process has it, or
     :class:`OutputError` when the folder cannot be created or written."""
 
-    def __init__(self, folder: str | os.PathLike, purpose: str = "run") -> None:
+    def __init__(
+        self, folder: str | os.PathLike, purpose: str = "run", name: str = LOCK_NAME
+    ) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.purpose = purpose
         self._fd: int | None = None
         self._made: list[Path] = []  # what acquire() created, which release may remove
+        self.holder: int | None = None  # the PID of the process that held it when refused
 
     def acquire(self) -> FolderLock:
         made = [p for p in (self.path, self.folder) if not p.exists()]
@@ -76,7 +79,7 @@ class FolderLock:
             raise output_error(self.folder, err, "cannot write to output folder") from None
         locked = _lock(fd)
         if locked is False:
-            holder = _read_pid(fd)
+            self.holder = holder = _read_pid(fd)
             os.close(fd)
             who = f"PID {holder}" if holder else "another process"
             raise FolderInUseError(

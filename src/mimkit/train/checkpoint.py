@@ -9,6 +9,7 @@ good checkpoint.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -86,6 +87,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dictionary")
     return state
+
+
+def saved_epoch(path: str | Path) -> int | None:
+    """The (whole) epochs a training checkpoint holds, read memory-mapped so that its
+    tensors are not loaded; None when the file is missing, unreadable, damaged or not a
+    mimkit training checkpoint (resuming from it is what says what is wrong)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError):
+        return None
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:

@@ -103,7 +103,9 @@ class Method(Protocol):
 
 
 class EpochHook(Protocol):
-    """Something measured at the end of some epochs, logged as ``{name}_{key}``."""
+    """Something measured at the end of some epochs, logged as ``{name}_{key}``. It gets the
+    method: the evaluation backbone (:meth:`Method.eval_backbone`) for most hooks, the
+    method's own parts for those that measure the method itself."""
 
     name: str
     all_ranks: bool  # True: every process runs it (it shards the work); False: rank 0 only

@@ -1,0 +1,110 @@
+"""``masks.png``: the masks every strategy of a grid draws at the end of training, side by
+side on the same few val images. One row per image; after the image, one panel per
+strategy (per crop strategy when its crops differ), each drawn by that strategy's own final
+teacher (its first seed) at one mask ratio with every image masked, by the same functions
+``mimkit masks`` uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from mimkit.compare.runner import checkpoint_for_epoch
+from mimkit.compare.spec import RunSpec
+from mimkit.data import default_normalization
+from mimkit.errors import output_error
+from mimkit.ibot.mask_diagnostics import val_images
+from mimkit.viz.masks import (
+    Panel,
+    compute_masks,
+    mask_overlay,
+    render_masks,
+    resolve_strategies,
+    to_display,
+)
+from mimkit.weights.io import load_pretrained
+
+FIGURE = "masks.png"
+IMAGES = 4
+PANEL_PX = 170
+TITLE_CHARS = 24  # what fits over a panel
+SEED = 0  # of the masks' random draws (the same for every strategy)
+
+
+@dataclass
+class StrategyMasks:
+    title: str  # the strategy's name (and crop strategy)
+    masks: Tensor  # [B, G, G] bool
+
+
+def final_runs(runs: Sequence[RunSpec]) -> list[tuple[RunSpec, Path]]:
+    """Per strategy, its first run (longest budget, then first seed) whose final checkpoint
+    exists, with that checkpoint."""
+    picked: dict[str, tuple[RunSpec, Path]] = {}
+    for run in sorted(runs, key=lambda r: (-r.epochs, r.strategy.seeds.index(r.seed))):
+        if run.strategy.name in picked:
+            continue
+        path = checkpoint_for_epoch(run, run.epochs)
+        if path is not None:
+            picked[run.strategy.name] = (run, path)
+    order = {r.strategy.name: i for i, r in enumerate(runs)}
+    return sorted(picked.values(), key=lambda rp: order[rp[0].strategy.name])
+
+
+def strategy_masks(
+    run: RunSpec, checkpoint: Path, images: Tensor, ratio: float
+) -> list[StrategyMasks]:
+    """The masks of ``run``'s strategies (one per distinct crop strategy) on ``images``,
+    from the teacher of ``checkpoint``."""
+    model, spec, _ = load_pretrained(checkpoint, "teacher")
+    texts = list(dict.fromkeys(run.config.masking.strategies))
+    strategies = resolve_strategies(texts, model.depth, model.readouts, spec.arch or "ViT")
+    result = compute_masks(model, images, strategies, [], ratio, seed=SEED)
+    name = run.strategy.name
+    return [
+        StrategyMasks(
+            name if len(texts) == 1 else _crop_title(name, s.label), result.masks[s.label]
+        )
+        for s in strategies
+    ]
+
+
+def _crop_title(name: str, label: str) -> str:
+    """``name · label``, the name shortened to fit a panel's width."""
+    room = TITLE_CHARS - len(label) - 3
+    short = name if len(name) <= room else name[: max(room - 1, 3)] + "…"
+    return f"{short} · {label}"
+
+
+def write_masks_figure(runs: Sequence[RunSpec], out: Path, title: str = "") -> Path | None:
+    """``out/masks.png`` (None when no run has finished training yet)."""
+    finals = final_runs(runs)
+    if not finals:
+        return None
+    cfg = finals[0][0].config
+    images = val_images(cfg, IMAGES)
+    lo, hi = (float(x) for x in cfg.masking.ratio)
+    ratio = (lo + hi) / 2
+    columns = [m for run, path in finals for m in strategy_masks(run, path, images, ratio)]
+    mean, std = default_normalization(cfg.data.dataset)
+    grid = columns[0].masks.shape[-1]
+    panels = []
+    for i in range(images.shape[0]):
+        display = to_display(images[i], mean, std)
+        panels.append(Panel(f"val image {i + 1}", display))
+        for col in columns:
+            m = col.masks[i]
+            panels.append(Panel(col.title, mask_overlay(display, m), grid))
+    path = out / FIGURE
+    header = (
+        f"{title + '  |  ' if title else ''}masks at the end of training, ratio {ratio:g}, "
+        f"every image masked (first seed of each strategy)"
+    )
+    try:
+        render_masks(panels, path, header, columns=1 + len(columns), panel_px=PANEL_PX)
+    except OSError as err:
+        raise output_error(path, err) from None
+    return path
