@@ -25,6 +25,7 @@ from mimkit.masking.select import floor_count
 from mimkit.models import backbone_spec
 from mimkit.models.vit import POS_INTERPOLATIONS
 from mimkit.train.compile import check_compile_backend
+from mimkit.train.data import augment_whole_batches
 from mimkit.train.optim import CLIP_MODES
 from mimkit.train.schedules import LR_WARMUPS, TEMP_WARMUPS
 
@@ -83,6 +84,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     for message in hint_warnings(strategies, k.ratio, k.show_max, backbone.grid_size()):
         warnings.warn(message, stacklevel=2)
     validate_data_spec(d.dataset, "train")
+    augment_whole_batches(d.batch_augment, d.dataset)  # true on an image folder: refused
     if cfg.run.init and not Path(cfg.run.init).is_file():
         raise ConfigError(f"--init weights {cfg.run.init} do not exist")
 

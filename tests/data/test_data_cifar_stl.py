@@ -90,6 +90,12 @@ def test_fake_stl10_matches_torchvision(tmp_path, monkeypatch):
     assert len(build_dataset(f"stl10:{tmp_path}", "val")) == 3
     both = build_dataset(f"stl10:{tmp_path}", "train+unlabeled")
     assert len(both) == 8 and dataset_labels(both)[-2:] == [-1, -1]
+    # Whole batches of pixels (data.batch_augment) are the images __getitem__ gives.
+    pixels = both.pixels([7, 0, 5])
+    assert pixels.shape == (3, 96, 96, 3) and pixels.dtype == np.uint8
+    for row, i in zip(pixels, (7, 0, 5), strict=True):
+        np.testing.assert_array_equal(row, np.asarray(both[i][0]))
+    assert both.labels_of([7, 0, 5]).tolist() == [-1, 0, 5]
     restored = pickle.loads(pickle.dumps(both))
     assert len(pickle.dumps(both)) < 8 * 3 * 96 * 96
     np.testing.assert_array_equal(np.asarray(restored[7][0]), np.asarray(both[7][0]))

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 f"local crops {d.local_crops}x{d.local_crop_size}px, "
                 f"masks {' '.join(cfg.masking.strategies)}, data {describe_data_spec(d.dataset)} "
                 f"({len(loop.data.dataset)} images), {loop.steps_per_epoch} steps/epoch, "
+                f"augmented {loop.data.augmentation}, "
                 f"device {loop.device}, output {loop.out}"
                 + (f", resuming at step {loop.start_step}" if loop.start_step else ""),
                 flush=True,

@@ -419,11 +419,22 @@ class Stl10Dataset(Dataset):
     def targets(self) -> list[int]:
         return self.labels[self.indices].tolist()
 
+    def _hwc(self, j: int) -> np.ndarray:
+        """Image ``j`` of the files as ``[96, 96, 3]`` (they store it channel-first and
+        column-major)."""
+        p = int(np.searchsorted(self._offsets, j, side="right")) - 1
+        return np.asarray(self._parts[p][j - self._offsets[p]]).transpose(2, 1, 0)
+
+    def pixels(self, items: Sequence[int]) -> np.ndarray:
+        """Items ``items`` as one uint8 array ``[B, 96, 96, 3]`` (``data.batch_augment``)."""
+        return np.stack([self._hwc(int(self.indices[i])) for i in items])
+
+    def labels_of(self, items: Sequence[int]) -> np.ndarray:
+        return self.labels[self.indices[np.asarray(items, dtype=np.int64)]]
+
     def __getitem__(self, i: int):
         j = int(self.indices[i])
-        p = int(np.searchsorted(self._offsets, j, side="right")) - 1
-        raw = np.asarray(self._parts[p][j - self._offsets[p]])
-        img = Image.fromarray(np.ascontiguousarray(raw.transpose(2, 1, 0)))
+        img = Image.fromarray(np.ascontiguousarray(self._hwc(j)))
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[j])

@@ -36,8 +36,8 @@ class FinetuneModelConfig:
 class FinetuneDataConfig:
     dataset: str = "embedded"
     val_dataset: str | None = None  # defaults to the "val" split of `dataset`
-    subset: float | None = None  # labels kept per class: a fraction (0.01 = 1%) or a count
-    val_subset: float | None = None  # evaluate on part of the val split (tests, smoke runs)
+    subset: float | int | None = None  # labels kept per class: a fraction (0.01 = 1%) or a count
+    val_subset: float | int | None = None  # evaluate on part of the val split (tests, smoke runs)
     num_workers: int = 2
     on_bad_image: str = "skip"
 
