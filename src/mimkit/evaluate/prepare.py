@@ -7,7 +7,6 @@ command-line arguments that feed it live in ``commands/evalargs.py``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mimkit.data import (
     eval_transform,
     validate_data_spec,
 )
-from mimkit.devices import resolve_device
+from mimkit.devices import loader_workers, resolve_device, usable_cores
 from mimkit.errors import ConfigError
 from mimkit.evaluate.features import cached_features, feature_cache_key
 from mimkit.models import Backbone, BackboneSpec
@@ -133,9 +132,10 @@ def prepare_eval(
     mean, std = default_normalization(str(data))
     workers = num_workers
     if workers is None:
-        workers = min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0
+        workers = min(4, usable_cores()) if dev.type == "cuda" else 0
     if workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {workers}")
+    workers = loader_workers(workers, "--num-workers")
     return EvalSetup(
         model=model,
         spec=spec,

@@ -245,7 +245,7 @@ class Finetuner:
         loader = DataLoader(
             shard,
             batch_size=2 * self.cfg.optim.batch_size,
-            num_workers=self.cfg.data.num_workers,
+            num_workers=self.train_data.num_workers,  # capped at the cores
             pin_memory=self.device.type == "cuda",
         )
         batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)

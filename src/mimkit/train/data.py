@@ -19,6 +19,7 @@ from mimkit.data import (
     holds_one_size_array,
 )
 from mimkit.data.transforms import MultiCropSpec
+from mimkit.devices import loader_workers
 from mimkit.errors import ConfigError, DataError
 from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.distributed import DistInfo
@@ -58,6 +59,9 @@ class TrainData:
     num_workers: int
     extras: BatchExtras | None = None  # the method's per-batch work, done in the workers
     augmentation: str = ""  # how the views are made, in words (see augment_whole_batches)
+
+    def __post_init__(self) -> None:
+        self.num_workers = loader_workers(self.num_workers)
 
     @property
     def steps_per_epoch(self) -> int:
