@@ -1,5 +1,5 @@
 """Output folders and files: created up front, so that a path that cannot be written is a
-one-line error before any work, and written files get the usual permissions."""
+one-line error before any work; written whole or not at all; with the usual permissions."""
 
 from __future__ import annotations
 
@@ -32,3 +32,20 @@ def default_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it (``.NAME.tmp-PID``), so
+    that ``path`` holds either its old content or all of ``data``. On failure (a full disk)
+    the temporary file is removed and OutputError names the path and the cause."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise output_error(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -133,3 +133,43 @@ def test_knn_on_a_plain_idx_folder_says_what_it_recognised(ckpt, tmp_path, capsy
     printed = capsys.readouterr().out
     said = f"on {data} (Fashion-MNIST IDX files, recognised; or say fashion-mnist:{data})"
     assert said in printed
+
+
+def _own_copy(ckpt, tmp_path):
+    """The checkpoint in a folder of this test's own (its features are not cached yet)."""
+    import shutil
+
+    copy = tmp_path / "run" / "checkpoint.pth"
+    copy.parent.mkdir()
+    shutil.copy(ckpt, copy)
+    return copy
+
+
+def test_a_full_disk_costs_the_feature_cache_only(ckpt, tmp_path, capsys, full_disk):
+    full_disk("*.safetensors")
+    own = _own_copy(ckpt, tmp_path)
+    assert main(["knn", "--checkpoint", str(own), *SMALL, "--ks", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "features extracted" in out and "top-1" in out
+    assert json.loads((own.parent / "knn.json").read_text())["results"]["20"]["top1"] >= 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err  # the train and the val features
+    for line in lines:
+        cache = own.parent / "features"
+        assert line.startswith(f"mimkit knn: warning: features not cached (cannot write {cache}/")
+        assert line.endswith(".safetensors: disk full)")
+    assert list((own.parent / "features").iterdir()) == []  # no temporary file left
+
+
+@pytest.mark.parametrize(("command", "extra"), [("knn", []), ("linear", ["--epochs", "1"])])
+def test_a_full_disk_while_writing_the_result_is_one_line(
+    ckpt, tmp_path, capsys, full_disk, command, extra
+):
+    full_disk(f"{command}.json")
+    own = _own_copy(ckpt, tmp_path)
+    assert main([command, "--checkpoint", str(own), *SMALL, *extra]) == 2
+    out, err = capsys.readouterr()
+    assert "top-1" in out  # the result was printed before the write
+    result = own.parent / f"{command}.json"
+    assert err.strip() == f"mimkit {command}: error: cannot write {result}: disk full"
+    assert sorted(p.name for p in own.parent.iterdir() if p.is_file()) == ["checkpoint.pth"]

@@ -6,18 +6,21 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mimkit.errors import MimkitWarning, OutputError
 from mimkit.models.backbone import Backbone
 from mimkit.models.spec import BackboneSpec
+from mimkit.output_paths import write_atomic
 
 FEATURE_MODES = ("cls", "cls+avgpool", "last4", "last4+avgpool")
 
@@ -189,12 +192,9 @@ def cached_features(
         desc=desc,
     )
     if path is not None:
+        meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
-            save_file({"features": feats, "labels": labels}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only checkpoint folder only costs the cache
+            write_atomic(path, save({"features": feats, "labels": labels}, metadata=meta))
+        except OutputError as err:  # a full disk or a read-only folder only costs the cache
+            warnings.warn(f"features not cached ({err})", MimkitWarning, stacklevel=2)
     return feats, labels, False
