@@ -173,3 +173,55 @@ def test_a_full_disk_while_writing_the_result_is_one_line(
     result = own.parent / f"{command}.json"
     assert err.strip() == f"mimkit {command}: error: cannot write {result}: disk full"
     assert sorted(p.name for p in own.parent.iterdir() if p.is_file()) == ["checkpoint.pth"]
+
+
+def test_knn_prints_the_k_and_shots_it_used(ckpt, tmp_path, capsys):
+    out = tmp_path / "knn.json"
+    argv = ["knn", "--checkpoint", str(ckpt), "--subset", "2", "--val-subset", "5"]
+    argv += ["--device", "cpu", "--quiet", "--ks", "10", "50", "200", "--output", str(out)]
+    assert main([*argv, "--fewshot", "--shots", "1", "5", "--fewshot-k", "20"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "note: k 50, 200 more than the 20 train images: k=20 used" in printed
+    table = printed[printed.index("    k   top-1   top-5") + 1 :][:2]
+    assert [row.split()[0] for row in table] == ["10", "20"]
+    assert (
+        "note: 5 shots: more than the 2 images of the smallest class, which then gives all "
+        "of them (the bank column)"
+    ) in printed
+    rows = printed[printed.index("shots  bank     k   top-1     std") + 1 :][:2]
+    assert [row.split()[:3] for row in rows] == [["1", "10", "10"], ["5", "20", "20"]]
+    saved = json.loads(out.read_text())
+    assert set(saved["results"]) == {"10", "20"} and saved["fewshot"]["5"]["bank"] == 20
+    assert any(note.startswith("k 50, 200 more than") for note in saved["notes"])
+
+
+def test_the_online_knn_reports_the_k_it_used():
+    from mimkit.data import EmbeddedFashionMNIST, eval_transform
+    from mimkit.evaluate.online import online_knn
+
+    tf = eval_transform(16, (0.5,), (0.5,))
+    train = EmbeddedFashionMNIST("train", tf, subset=1)  # 10 images
+    val = EmbeddedFashionMNIST("val", tf, subset=1)
+    result = online_knn(build_vit("vit_nano", 16, 4), train, val, "cpu", k=20)
+    assert result["k"] == 10
+
+
+@pytest.mark.parametrize("command", ["knn", "linear", "finetune"])
+def test_a_one_class_data_set_is_refused_in_one_line(ckpt, tmp_path, capsys, command):
+    from PIL import Image
+
+    data, out = tmp_path / "one", tmp_path / "out"
+    for split in ("train", "val"):
+        (data / split / "cat").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(data / split / "cat" / f"{i}.png")
+    source = "--init" if command == "finetune" else "--checkpoint"
+    where = "--output-dir" if command == "finetune" else "--output"
+    argv = [command, source, str(ckpt), "--data", str(data), where, str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mimkit {command}: error: the train split of {data} has only class 'cat': telling "
+        "classes apart needs at least 2"
+    )
+    assert not out.exists()

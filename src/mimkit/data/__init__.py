@@ -12,6 +12,7 @@ from mimkit.data.build import (
     image_folder_split,
     num_classes,
     parse_data_spec,
+    require_classes,
     validate_data_spec,
 )
 from mimkit.data.datasets import (
@@ -70,6 +71,7 @@ __all__ = [
     "parse_data_spec",
     "per_class_subset",
     "read_idx",
+    "require_classes",
     "seed_worker",
     "train_eval_transform",
     "validate_data_spec",

@@ -195,6 +195,17 @@ def dataset_labels(dataset: Dataset) -> list[int]:
     return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
+def require_classes(dataset: Dataset, what: str) -> None:
+    """DataError unless ``dataset`` has labelled images of at least 2 classes: with one, every
+    classifier and every k-NN is right on every image, and its 100 % means nothing."""
+    present = sorted({label for label in dataset_labels(dataset) if label >= 0})
+    if len(present) >= 2:
+        return
+    names = getattr(_unwrap(dataset), "classes", None)
+    which = f"only class {names[present[0]]!r}" if present and names else "fewer than 2 classes"
+    raise DataError(f"{what} has {which}: telling classes apart needs at least 2")
+
+
 def num_classes(dataset: Dataset) -> int:
     """Number of classes (from ``classes`` when known, else the largest label + 1)."""
     base = dataset

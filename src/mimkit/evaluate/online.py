@@ -31,11 +31,13 @@ def online_knn(
 
     Datasets yield ``(eval-transformed image, label)``. The backbone is put in eval mode for
     the pass and restored afterwards. Returns ``{"k": k, "top1": .., "top5": ..}`` (top-5
-    only with more than 5 classes), accuracies in percent.
+    only with more than 5 classes), accuracies in percent; ``k`` is the one used, at most the
+    number of training images.
     """
     kw = dict(mode=mode, num_workers=num_workers, amp=amp, progress=progress)
     train_f, train_l = extract_features(backbone, train_dataset, device, batch_size, **kw)
     val_f, val_l = extract_features(backbone, val_dataset, device, batch_size, **kw)
+    k = min(k, train_f.shape[0])
     dev = torch.device(device)
     res = knn_evaluate(
         train_f.to(dev), train_l, val_f.to(dev), val_l, ks=(k,), temperature=temperature

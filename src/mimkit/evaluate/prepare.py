@@ -19,6 +19,7 @@ from mimkit.data import (
     dataset_fingerprint,
     default_normalization,
     eval_transform,
+    require_classes,
     validate_data_spec,
 )
 from mimkit.devices import loader_workers, resolve_device, usable_cores
@@ -122,6 +123,8 @@ def prepare_eval(
         raise ConfigError(f"train and val splits are both {train_split!r}")
     for split in (train_split, val_split):
         validate_data_spec(data, split)
+    bank = build_dataset(data, train_split, subset=subset)  # labels only: no image is read
+    require_classes(bank, f"the {train_split} split of {data}")
     fingerprints = {
         train_split: dataset_fingerprint(data, train_split, subset),
         val_split: dataset_fingerprint(data, val_split, val_subset),

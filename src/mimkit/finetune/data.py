@@ -15,6 +15,7 @@ from mimkit.data import (
     eval_transform,
     finetune_transform,
     num_classes,
+    require_classes,
     validate_data_spec,
 )
 from mimkit.errors import DataError
@@ -42,6 +43,7 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
     mean, std = default_normalization(d.dataset)
     train = build_dataset(d.dataset, "train", subset=d.subset, on_bad_image=d.on_bad_image)
     check_images(train)  # unreadable files fail (or warn) before training starts
+    require_classes(train, f"the train split of {d.dataset}")
     val = build_dataset(
         d.val_dataset or d.dataset,
         "val",
