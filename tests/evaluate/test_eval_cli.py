@@ -225,3 +225,24 @@ def test_a_one_class_data_set_is_refused_in_one_line(ckpt, tmp_path, capsys, com
         "classes apart needs at least 2"
     )
     assert not out.exists()
+
+
+def test_an_unreadable_val_image_leaves_the_knn_set(ckpt, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    data, rng = tmp_path / "photos", np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 3)):
+        for c in ("a", "b"):
+            (data / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (20, 20, 3), np.uint8)
+                Image.fromarray(pixels).save(data / split / c / f"{i}.jpg")
+    cut = data / "val" / "a" / "0.jpg"
+    cut.write_bytes(cut.read_bytes()[:-300])  # its header is whole: it fails when decoded
+    argv = ["knn", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--quiet"]
+    assert main([*argv, "--ks", "3", "--output", str(tmp_path / "knn.json")]) == 0
+    out, err = capsys.readouterr()
+    assert "8 train / 5 val" in out  # 6 val files, 5 readable
+    assert err.strip().startswith(f"mimkit knn: warning: image {cut} cannot be read (OSError")
+    assert err.strip().endswith("left out (later unreadable images are left out without a word)")

@@ -22,6 +22,8 @@ from mimkit.data.datasets import (
     IdxDataset,
     ImageFolderDataset,
     Stl10Dataset,
+    collate_readable,
+    leave_out_unreadable,
     per_class_subset,
 )
 from mimkit.data.idx import read_idx, write_idx
@@ -59,6 +61,7 @@ __all__ = [
     "Stl10Dataset",
     "build_dataset",
     "check_images",
+    "collate_readable",
     "dataset_fingerprint",
     "dataset_labels",
     "default_normalization",
@@ -66,6 +69,7 @@ __all__ = [
     "finetune_transform",
     "holds_one_size_array",
     "image_folder_split",
+    "leave_out_unreadable",
     "num_classes",
     "describe_data_spec",
     "parse_data_spec",

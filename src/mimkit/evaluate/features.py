@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mimkit.data import collate_readable
 from mimkit.errors import MimkitWarning, OutputError
 from mimkit.models.backbone import Backbone
 from mimkit.models.spec import BackboneSpec
@@ -60,6 +61,7 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.d
         pin_memory=device.type == "cuda",
         drop_last=False,
         persistent_workers=False,
+        collate_fn=collate_readable,  # unreadable images leave the set (None batches)
     )
 
 
@@ -97,7 +99,9 @@ def extract_features(
     labels: list[Tensor] = []
     use_amp = amp and device.type == "cuda"
     with _eval_mode(backbone), torch.inference_mode():
-        for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for images, target in tqdm(
+            filter(None, loader), desc=desc, disable=not progress, leave=False, total=len(loader)
+        ):
             images = images.to(device, non_blocking=True)
             ctx = (
                 torch.autocast(device_type="cuda", dtype=torch.bfloat16)

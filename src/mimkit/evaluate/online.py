@@ -8,7 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mimkit.data import build_dataset, default_normalization, eval_transform
+from mimkit.data import (
+    build_dataset,
+    default_normalization,
+    eval_transform,
+    leave_out_unreadable,
+)
 from mimkit.evaluate.features import extract_features
 from mimkit.evaluate.knn import knn_evaluate
 
@@ -62,11 +67,12 @@ class OnlineKnnHook:
         return self.every > 0 and epoch % self.every == 0
 
     def datasets(self) -> tuple[Dataset, Dataset]:
-        """The bank (the train split, eval-transformed) and the queries (the val split)."""
+        """The bank (the train split, eval-transformed) and the queries (the val split); their
+        unreadable images leave them (see leave_out_unreadable)."""
         tf = eval_transform(self.img_size, *default_normalization(self.data))
         train = build_dataset(self.data, "train", tf, subset=self.subset)
         val = build_dataset(self.val_data or self.data, "val", tf)
-        return train, val
+        return leave_out_unreadable(train), leave_out_unreadable(val)
 
     def __call__(self, backbone: nn.Module, device: torch.device) -> dict[str, float]:
         train, val = self.datasets()

@@ -19,6 +19,7 @@ from mimkit.data import (
     dataset_fingerprint,
     default_normalization,
     eval_transform,
+    leave_out_unreadable,
     require_classes,
     validate_data_spec,
 )
@@ -56,7 +57,9 @@ class EvalSetup:
         return build_dataset(self.data, split, transform, subset=subset)
 
     def eval_dataset(self, split: str) -> Dataset:
-        return self.dataset(split, eval_transform(self.img_size, self.mean, self.std))
+        """``split`` as evaluated: unreadable images leave it (see leave_out_unreadable)."""
+        tf = eval_transform(self.img_size, self.mean, self.std)
+        return leave_out_unreadable(self.dataset(split, tf))
 
     def key_parts(self, checkpoint_key: str, split: str) -> dict[str, Any]:
         data = self.fingerprints[split]

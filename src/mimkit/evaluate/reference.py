@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from mimkit.data import collate_readable
 from mimkit.errors import MimkitWarning, OutputError
 from mimkit.evaluate.features import extract_features
 from mimkit.evaluate.knn import knn_evaluate
@@ -27,7 +28,7 @@ from mimkit.output_paths import write_atomic
 def pixel_features(dataset: Dataset, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """The transformed images themselves, flattened: ``[N, C*H*W]`` and labels ``[N]``."""
     xs, ys = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for x, y in filter(None, DataLoader(dataset, batch_size, collate_fn=collate_readable)):
         xs.append(x.flatten(1))
         ys.append(torch.as_tensor(y))
     return torch.cat(xs), torch.cat(ys)

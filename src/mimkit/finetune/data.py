@@ -14,6 +14,7 @@ from mimkit.data import (
     default_normalization,
     eval_transform,
     finetune_transform,
+    leave_out_unreadable,
     num_classes,
     require_classes,
     validate_data_spec,
@@ -51,6 +52,7 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
         subset=d.val_subset,
         on_bad_image=d.on_bad_image,
     )
+    leave_out_unreadable(val)  # a substitute would be counted twice
     classes = num_classes(train)
     val_labels = dataset_labels(val)
     if not val_labels:

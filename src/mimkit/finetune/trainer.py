@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mimkit import __version__
+from mimkit.data import collate_readable
 from mimkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
@@ -247,8 +248,9 @@ class Finetuner:
             batch_size=2 * self.cfg.optim.batch_size,
             num_workers=self.train_data.num_workers,  # capped at the cores
             pin_memory=self.device.type == "cuda",
+            collate_fn=collate_readable,  # unreadable images leave the val split
         )
-        batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
+        batches = ((x.to(self.device), y.to(self.device)) for x, y in filter(None, loader))
         with self._autocast():
             counts = accuracy_counts(self.model, batches).to(self.device)
         if self.dist.enabled:
