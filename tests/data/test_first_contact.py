@@ -6,10 +6,12 @@ the config's would not fit the tiny data, no fp16 autocast on the CPU."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
-from data_fixtures import DATA_KINDS, data_spec, image_folder
+from data_fixtures import DATA_KINDS, data_spec, image_folder, imagenet_tree
 
 from mimkit.cli import main
 from mimkit.config import load_config, shipped_config_names
@@ -111,3 +113,68 @@ def test_masks_on_an_image_folder(tmp_path, capsys, folder_and_checkpoint):
     )  # fmt: skip
     (png,) = out.glob("*.png")
     assert f"wrote {png}" in text and png.stat().st_size > 0
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_data_commands() -> list[list[str]]:
+    """The README's shell commands that run mimkit on ``--data``, as the arguments after
+    ``mimkit`` (continued lines joined, comments dropped; a torchrun launch becomes one
+    process, and one that differs from another only in its output folder is dropped)."""
+    commands: dict[str, list[str]] = {}
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            starts = [i for i, a in enumerate(argv) if a == "mimkit" or a.endswith("/mimkit")]
+            if starts and "--data" in argv:
+                args = argv[starts[0] + 1 :]
+                if "--output-dir" in args:
+                    at = args.index("--output-dir")
+                    key = " ".join(args[:at] + args[at + 2 :])
+                else:
+                    key = " ".join(args)
+                commands.setdefault(key, args)
+    return list(commands.values())
+
+
+def _readme_case(args: list[str]):
+    heavy = "--config" in args and args[0] == "pretrain"  # a 224 px ViT-S/16 config
+    return pytest.param(args, id=" ".join(args), marks=[pytest.mark.slow] if heavy else [])
+
+
+def test_the_readme_runs_mimkit_on_folders():
+    commands = [" ".join(c) for c in readme_data_commands()]
+    own_folder = "pretrain --data photos --img-size 64 --patch-size 8 --output-dir runs/photos"
+    assert own_folder in commands
+    assert len(commands) >= 4
+
+
+@pytest.mark.parametrize("args", [_readme_case(c) for c in readme_data_commands()])
+def test_a_readme_command_on_a_folder_runs(
+    tmp_path, capsys, monkeypatch, folder_and_checkpoint, args
+):
+    """As written in the README, in a folder that holds its data (a relative ``--data`` is
+    written there; an absolute one, ImageNet's, becomes a tiny ImageNet tree), its weights
+    files are a tiny checkpoint, and training stops after one step; the 224 px configs also
+    take a batch of 2 without fp16 (slow on a CPU)."""
+    monkeypatch.chdir(tmp_path)
+    argv = list(args)
+    at = argv.index("--data") + 1
+    if Path(argv[at]).is_absolute():
+        argv[at] = str(imagenet_tree(tmp_path / "imagenet"))
+    else:
+        image_folder(tmp_path / argv[at])
+    for flag in ("--checkpoint", "--init"):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = str(folder_and_checkpoint[1])
+    command = argv[0]
+    if command in ("pretrain", "finetune"):
+        argv += ["--max-steps", "1"]
+        if "--output-dir" not in argv:
+            argv += ["--output-dir", "out"]
+    if command == "finetune" or "--config" in argv:
+        argv += ["--batch-size", "2"] + (["--amp", "none"] if command == "pretrain" else [])
+    text, _ = run_cli(capsys, *argv)
+    if command == "pretrain":
+        assert "max_steps at step 1" in text
