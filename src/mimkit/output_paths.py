@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from mimkit.errors import OutputError, output_error
@@ -34,18 +35,28 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it (``.NAME.tmp-PID``), so
-    that ``path`` holds either its old content or all of ``data``. On failure (a full disk)
-    the temporary file is removed and OutputError names the path and the cause."""
+def replace_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Make ``path`` with ``write(temporary path)`` beside it (``.NAME.tmp-PID``), then a
+    rename, so that ``path`` holds either its old content or all of the new one. On an
+    OSError (a full disk) the temporary file is removed and OutputError names the path and
+    the cause."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as err:
         raise output_error(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` as ``path``, whole or not at all (see :func:`replace_atomic`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    replace_atomic(path, write)

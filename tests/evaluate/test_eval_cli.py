@@ -145,8 +145,17 @@ def _own_copy(ckpt, tmp_path):
     return copy
 
 
-def test_a_full_disk_costs_the_feature_cache_only(ckpt, tmp_path, capsys, full_disk):
-    full_disk("*.safetensors")
+def test_a_full_disk_costs_the_feature_cache_only(ckpt, tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    import mimkit.evaluate.features
+
+    def save_file_on_a_full_disk(tensors, filename, metadata=None):
+        open(filename, "wb").close()  # created, then nothing fits
+        message = "I/O error: No space left on device (os error 28)"
+        raise SafetensorError(f"Error while serializing: {message}")
+
+    monkeypatch.setattr(mimkit.evaluate.features, "save_file", save_file_on_a_full_disk)
     own = _own_copy(ckpt, tmp_path)
     assert main(["knn", "--checkpoint", str(own), *SMALL, "--ks", "20"]) == 0
     out, err = capsys.readouterr()

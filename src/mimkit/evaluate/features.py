@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -21,7 +24,7 @@ from mimkit.data import collate_readable
 from mimkit.errors import MimkitWarning, OutputError
 from mimkit.models.backbone import Backbone
 from mimkit.models.spec import BackboneSpec
-from mimkit.output_paths import write_atomic
+from mimkit.output_paths import replace_atomic
 
 FEATURE_MODES = ("cls", "cls+avgpool", "last4", "last4+avgpool")
 
@@ -197,8 +200,19 @@ def cached_features(
     )
     if path is not None:
         meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
+        tensors = {"features": feats, "labels": labels}
         try:
-            write_atomic(path, save({"features": feats, "labels": labels}, metadata=meta))
+            replace_atomic(path, lambda tmp: save_tensors(tensors, tmp, meta))
         except OutputError as err:  # a full disk or a read-only folder only costs the cache
             warnings.warn(f"features not cached ({err})", MimkitWarning, stacklevel=2)
     return feats, labels, False
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file`` (it streams: no second copy in memory), with the I/O errors
+    it raises as its own type raised as OSError, with their OS error code."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        raise OSError(int(code.group(1)) if code else errno.EIO, str(err)) from None
