@@ -6,7 +6,8 @@ Run:  .venv/bin/python benchmarks/bench_image_check.py            (3,000 images 
 Writes N small PNGs (28x28 grayscale, like Fashion-MNIST) and N JPEGs (96x96 RGB, like
 STL-10) into a temporary folder, then times, per kind, the median of 3 interleaved passes:
 - header: what mimkit's up-front check does (PIL opens the file and parses its header and,
-  for PNG, checks every chunk's CRC with ``verify()``; no pixel is decoded);
+  for PNG, checks every chunk's CRC with ``verify()`` and inflates the compressed pixels
+  without unfiltering or keeping them);
 - decode: opening and fully decoding every image to RGB, what one epoch of loading costs.
 Files are in the OS cache (just written): a cold disk adds its read time to both.
 """

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator
 
 from mimkit import __version__
-from mimkit.errors import MimkitError, MimkitWarning
+from mimkit.errors import MimkitError
 
 # Each module in mimkit.commands provides ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS: tuple[str, ...] = (
@@ -39,15 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def one_line_warnings(command: str) -> Iterator[None]:
-    """Show mimkit's own warnings as ``mimkit COMMAND: warning: ...``, without a source line."""
+    """Show every warning, mimkit's and its libraries' (PIL's decompression-bomb warning,
+    PyTorch's), as one plain ``mimkit COMMAND: warning: ...`` line, without a source line.
+    Loader workers forked while it is on inherit it."""
     with warnings.catch_warnings():
-        show = warnings.showwarning
 
         def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if issubclass(category, MimkitWarning):
-                print(f"mimkit {command}: warning: {message}", file=sys.stderr, flush=True)
-            else:
-                show(message, category, filename, lineno, file, line)
+            text = " ".join(str(message).split())
+            print(f"mimkit {command}: warning: {text}", file=file or sys.stderr, flush=True)
 
         warnings.showwarning = showwarning
         yield

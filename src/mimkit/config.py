@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from numbers import Real
@@ -180,43 +182,74 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, current: Any, path: str) -> Any:
-    """Convert a YAML/CLI value to the type of the field's default."""
-    if (
-        isinstance(value, str)
-        and isinstance(current, (int, float))
-        and not isinstance(current, bool)
-    ):
-        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
-            value = float(value)
-    if isinstance(current, bool):
-        if isinstance(value, bool):
+def _field_types(section: Any) -> dict[str, Any]:
+    """The declared type of each field of a config section (a dataclass instance)."""
+    return typing.get_type_hints(type(section))
+
+
+def _describe(kind: Any) -> str:
+    """What a value of type ``kind`` looks like, for messages."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is typing.Literal:
+        return " or ".join(str(a) for a in args)
+    if origin is tuple:
+        return f"a list of {len(args)} numbers"
+    if origin is list:
+        return "a list of names"
+    return _NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _number(value: Any) -> Any:
+    """``value``, with a YAML 1.1 string such as "1e-3" read as the number it spells."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
+
+
+def _coerce(value: Any, kind: Any, path: str) -> Any:
+    """A YAML/CLI value converted to a field's declared type ``kind``; ConfigError naming the
+    field when it cannot be."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{path} may not be empty: give {_describe(kind)}")
+    options = args if origin in (typing.Union, types.UnionType) else (kind,)
+    for option in options:
+        if typing.get_origin(option) is typing.Literal and value in typing.get_args(option):
             return value
-        raise ConfigError(f"{path} must be true or false, got {value!r}")
-    if isinstance(current, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(current):
-            raise ConfigError(f"{path} must be a list of {len(current)} numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if isinstance(current, list):
+    if bool in options and isinstance(value, bool):
+        return value
+    if origin is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            numbers = [_number(v) for v in value]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+                return tuple(float(v) for v in numbers)
+        raise ConfigError(f"{path} must be {_describe(kind)}, got {value!r}")
+    lists = [o for o in options if typing.get_origin(o) is list]
+    if lists:  # names, or numbers (compare's k values and seeds)
         items = value if isinstance(value, (list, tuple)) else [value]
-        if current and all(isinstance(v, int) and not isinstance(v, bool) for v in current):
-            return [_coerce(v, current[0], path) for v in items]  # a list of integers
-        return [str(v) for v in items]
-    if isinstance(current, int) and not isinstance(value, bool):
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        raise ConfigError(f"{path} must be an integer, got {value!r}")
-    if (
-        isinstance(current, float)
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-    ):
-        return float(value)
-    if isinstance(current, str) and isinstance(value, str):
-        return value
-    if current is None:  # optional fields: accept numbers, strings or null as given
-        return value
-    raise ConfigError(f"{path} has the wrong type: {value!r}")
+        item = (typing.get_args(lists[0]) or (str,))[0]
+        if item is str:
+            return [str(v) for v in items]
+        return [_coerce(v, item, path) for v in items]
+    number = _number(value)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if int in options and float in options:  # a count or a fraction (data.subset)
+            return number
+        if float in options:
+            return float(number)
+        if int in options and float(number).is_integer():
+            return int(number)
+    if str in options and not isinstance(value, (bool, list, dict)):
+        return str(value)  # a folder may well be called 2024
+    raise ConfigError(f"{path} must be {_describe(kind)}, got {value!r}")
 
 
 def set_field(cfg: Any, path: str, value: Any) -> None:
@@ -227,17 +260,23 @@ def set_field(cfg: Any, path: str, value: Any) -> None:
     if section not in _sections(cfg):
         raise ConfigError(f"unknown config section {section!r} in {path!r}")
     obj = getattr(cfg, section)
-    if name not in {f.name for f in dataclasses.fields(obj)}:
+    kinds = _field_types(obj)
+    if name not in kinds:
         raise ConfigError(f"unknown config field {path!r}")
-    current = getattr(obj, name)
-    setattr(obj, name, None if value is None else _coerce(value, current, path))
+    setattr(obj, name, _coerce(value, kinds[name], path))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.field=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():
+        return key.strip(), None
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
 # -- shipped configs ------------------------------------------------------------------------

@@ -1,10 +1,36 @@
-"""Device choice, shared by training and evaluation: everything takes a device."""
+"""Device choice, shared by training and evaluation: everything takes a device; and how
+many data loader workers the machine's cores can run."""
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
-from mimkit.errors import ConfigError
+from mimkit.errors import ConfigError, MimkitWarning
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as PyTorch's loader counts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, name: str = "data.num_workers") -> int:
+    """``requested`` data loader workers, at most one per usable core: more only queue for
+    the same cores (and PyTorch warns of a freeze). One warning line says when it caps."""
+    cores = usable_cores()
+    if requested <= cores:
+        return requested
+    warnings.warn(
+        f"{name} {requested} is more than the {cores} CPU core(s) here: using {cores} loader "
+        "worker(s)",
+        MimkitWarning,
+        stacklevel=2,
+    )
+    return cores
 
 
 def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:

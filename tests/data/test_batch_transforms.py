@@ -16,9 +16,10 @@ from mimkit.data.batch_transforms import (
 from mimkit.errors import ConfigError
 from mimkit.ibot.config import PretrainConfig
 from mimkit.ibot.data import build_train_data
+from mimkit.ibot.validation import validate_config
 from mimkit.train.batches import BatchKey, BatchViews
 from mimkit.train.distributed import DistInfo
-from mimkit.train.sampling import BatchSeededViews
+from mimkit.train.sampling import BatchSeededViews, SeededViews
 
 FM_MEAN, FM_STD = (0.286,) * 3, (0.353,) * 3
 NO_AUGMENT = Augmentations(
@@ -160,7 +161,33 @@ def test_batch_augment_refuses_image_folders_before_any_work(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / "train" / c / "x.png")
     cfg = PretrainConfig()
     cfg.data.dataset, cfg.data.batch_augment = str(tmp_path), True
-    with pytest.raises(ConfigError, match="batch_augment needs images of one size"):
+    message = (
+        rf"^data.batch_augment: true needs images of one size .*'{tmp_path}' is an image "
+        r"folder: set it to auto or false \(image by image\)$"
+    )
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+    with pytest.raises(ConfigError, match=message):
         build_train_data(cfg, DistInfo())
 
 
+
+
+def test_auto_augments_whole_batches_of_arrays_and_folders_image_by_image(tmp_path):
+    for c in ("a", "b"):
+        for i, size in enumerate([(8, 8), (12, 9)]):
+            (tmp_path / c).mkdir(exist_ok=True)
+            Image.new("RGB", size).save(tmp_path / c / f"{i}.png")
+    cfg = PretrainConfig()
+    assert cfg.data.batch_augment == "auto"
+    cfg.optim.batch_size, cfg.data.subset = 2, 2
+    embedded = build_train_data(cfg, DistInfo())
+    assert isinstance(embedded.views, BatchSeededViews)
+    assert embedded.augmentation.startswith("whole batches with tensor operations (auto")
+    cfg.data.dataset = str(tmp_path)
+    validate_config(cfg)  # auto on a folder is fine
+    folder = build_train_data(cfg, DistInfo())
+    assert isinstance(folder.views, SeededViews)
+    assert folder.augmentation == "image by image with PIL (auto: an image folder's sizes differ)"
+    cfg.data.batch_augment = False
+    assert build_train_data(cfg, DistInfo()).augmentation.endswith("(data.batch_augment: false)")

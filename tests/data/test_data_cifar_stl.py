@@ -6,36 +6,17 @@ import numpy as np
 import pytest
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.stl10 as tv_stl10
+from data_fixtures import cifar10_folder, dump_pickle
 
 from mimkit.data import build_dataset, dataset_fingerprint, dataset_labels, num_classes
 from mimkit.errors import DataError
 
 
-def _dump(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _fake_cifar10(root, per_batch=4):
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for k, name in enumerate(names):
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [(k + j) % 10 for j in range(per_batch)]
-        _dump(d / name, {"batch_label": name, "labels": labels, "data": data, "filenames": []})
-    classes = ["airplane", "automobile", "bird", "cat", "deer"]
-    classes += ["dog", "frog", "horse", "ship", "truck"]
-    _dump(d / "batches.meta", {"label_names": classes, "num_cases_per_batch": per_batch})
-    return root
-
-
 def test_fake_cifar10_matches_torchvision(tmp_path, monkeypatch):
-    root = _fake_cifar10(tmp_path)
+    root = cifar10_folder(tmp_path, per_batch=4)
     train = build_dataset(f"cifar10:{root}", "train")
     val = build_dataset(f"cifar10:{root}", "val")
-    assert len(train) == 20 and len(val) == 4 and num_classes(train) == 10
+    assert len(train) == 20 and len(val) == 10 and num_classes(train) == 10
     assert train.classes[1] == "automobile"
     # Same pixels and labels as torchvision's reader (its md5 check bypassed for the fake copy).
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
@@ -47,7 +28,7 @@ def test_fake_cifar10_matches_torchvision(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.asarray(img), np.asarray(r_img))
     assert dataset_labels(train) == list(ref.targets)
     # The folder itself also works, and subsets apply.
-    assert len(build_dataset(f"cifar10:{root / 'cifar-10-batches-py'}", "val", subset=1)) == 4
+    assert len(build_dataset(f"cifar10:{root / 'cifar-10-batches-py'}", "val", subset=1)) == 10
     assert len(dataset_fingerprint(f"cifar10:{root}", "val")) == 16
 
 
@@ -56,8 +37,8 @@ def test_fake_cifar100(tmp_path):
     d.mkdir()
     data = np.zeros((3, 3072), np.uint8)
     for name in ("train", "test"):
-        _dump(d / name, {"data": data, "fine_labels": [0, 5, 99], "coarse_labels": [0, 1, 2]})
-    _dump(d / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
+        dump_pickle(d / name, {"data": data, "fine_labels": [0, 5, 99], "coarse_labels": [0, 1, 2]})
+    dump_pickle(d / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
     ds = build_dataset(f"cifar100:{tmp_path}", "val")
     assert len(ds) == 3 and num_classes(ds) == 100 and ds[2][1] == 99
 
@@ -90,6 +71,12 @@ def test_fake_stl10_matches_torchvision(tmp_path, monkeypatch):
     assert len(build_dataset(f"stl10:{tmp_path}", "val")) == 3
     both = build_dataset(f"stl10:{tmp_path}", "train+unlabeled")
     assert len(both) == 8 and dataset_labels(both)[-2:] == [-1, -1]
+    # Whole batches of pixels (data.batch_augment) are the images __getitem__ gives.
+    pixels = both.pixels([7, 0, 5])
+    assert pixels.shape == (3, 96, 96, 3) and pixels.dtype == np.uint8
+    for row, i in zip(pixels, (7, 0, 5), strict=True):
+        np.testing.assert_array_equal(row, np.asarray(both[i][0]))
+    assert both.labels_of([7, 0, 5]).tolist() == [-1, 0, 5]
     restored = pickle.loads(pickle.dumps(both))
     assert len(pickle.dumps(both)) < 8 * 3 * 96 * 96
     np.testing.assert_array_equal(np.asarray(restored[7][0]), np.asarray(both[7][0]))
@@ -113,8 +100,9 @@ class _Exploit:
 
 
 def test_a_cifar_batch_that_names_other_code_is_refused(tmp_path):
-    root = _fake_cifar10(tmp_path)
+    root = cifar10_folder(tmp_path, per_batch=4)
     batch = root / "cifar-10-batches-py" / "data_batch_1"
-    _dump(batch, {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "x": _Exploit()})
+    evil = {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "x": _Exploit()}
+    dump_pickle(batch, evil)
     with pytest.raises(DataError, match="not allowed"):
         build_dataset(f"cifar10:{root}", "train")

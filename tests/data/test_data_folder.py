@@ -12,7 +12,7 @@ from mimkit.data import (
     num_classes,
     validate_data_spec,
 )
-from mimkit.errors import ConfigError, DataError
+from mimkit.errors import ConfigError, DataError, MimkitWarning
 
 
 def _img(path, value=0, size=(8, 6)):
@@ -176,3 +176,92 @@ def test_16_bit_grayscale_is_scaled_by_its_bit_depth(tmp_path):
     assert img.mode == "RGB" and (arr == 255).mean() < 0.01  # not clipped to white
     np.testing.assert_allclose(arr[..., 0], ramp / 257, atol=0.51)
     assert (arr[..., 0] == arr[..., 2]).all()
+
+
+def _damage_png_stream(path):
+    """Flip a byte of a PNG's compressed pixels and fix the chunk's CRC: every checksum PIL's
+    verify() reads passes, but the pixels cannot be inflated."""
+    import struct
+    import zlib
+
+    raw = bytearray(path.read_bytes())
+    i = raw.index(b"IDAT")
+    n = struct.unpack(">I", raw[i - 4 : i])[0]
+    data = bytearray(raw[i + 4 : i + 4 + n])
+    data[n // 2] ^= 0xFF
+    raw[i + 4 : i + 4 + n] = data
+    raw[i + 4 + n : i + 8 + n] = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(data)))
+    path.write_bytes(bytes(raw))
+
+
+def test_a_png_with_a_damaged_stream_fails_the_up_front_check(tmp_path):
+    root = tmp_path / "d"
+    rng = np.random.default_rng(0)
+    (root / "a").mkdir(parents=True)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "a" / f"{i}.png")
+    bad = root / "a" / "1.png"
+    _damage_png_stream(bad)
+    with Image.open(bad) as img:
+        img.verify()  # the checksums pass
+    message = rf"image {bad} cannot be read \(OSError: damaged compressed"
+    with pytest.raises(DataError, match=message):
+        check_images(build_dataset(root, "train", on_bad_image="error"))
+    ds = build_dataset(root, "train")
+    with pytest.warns(MimkitWarning, match="skipping 1 unreadable image"):
+        assert check_images(ds) == 1
+    assert [p for p, _ in ds.samples] == [str(root / "a" / "0.png"), str(root / "a" / "2.png")]
+
+
+def test_an_image_that_fails_only_when_decoded_is_not_skipped_silently(tmp_path):
+    """The up-front check found one unreadable file; a JPEG cut short passes it (its header
+    is whole) and fails while loading: that one is announced too."""
+    root = _tree(tmp_path, {"a": 4})
+    (root / "train" / "a" / "img_000.png").write_bytes(b"not an image")
+    cut = root / "train" / "a" / "img_002.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-600])
+    (root / "train" / "a" / "img_002.png").unlink()
+    ds = build_dataset(root, "train")
+    with pytest.warns(MimkitWarning, match="skipping 1 unreadable"):
+        check_images(ds)
+    with pytest.warns(MimkitWarning, match=rf"image {cut} cannot be read .*: skipped"):
+        ds[[p for p, _ in ds.samples].index(str(cut))]
+    assert ds.num_bad == 2
+
+
+def test_unreadable_images_leave_an_evaluation_set(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mimkit.data import collate_readable, leave_out_unreadable
+
+    root = _tree(tmp_path, {"a": 3, "b": 3})
+    cut = root / "train" / "b" / "img_001.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-600])  # passes the header check, fails to decode
+    ds = leave_out_unreadable(build_dataset(root, "train", np.array))
+    with pytest.warns(MimkitWarning, match=rf"image {cut} cannot be read .*: left out"):
+        batches = list(filter(None, DataLoader(ds, batch_size=4, collate_fn=collate_readable)))
+    labels = [int(y) for _, ys in batches for y in ys]
+    assert labels == [0, 0, 0, 1, 1, 1]  # 7 files, 6 readable: no substitute counted twice
+
+
+def test_32_bit_float_images_are_scaled_from_their_range(tmp_path):
+    unit = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    cases = {
+        "unit.tif": (unit, unit * 255),  # floats in [0, 1]: the usual range
+        "bytes.tif": (unit * 200, unit * 200),  # already 0-255
+        "wide.tif": (unit * 4000, unit * 255),  # above 255: from [0, max]
+    }
+    for name, (values, _) in cases.items():
+        path = tmp_path / "data" / "a" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values).save(path)
+        assert Image.open(path).mode == "F"
+    ds = build_dataset(tmp_path / "data", "train")
+    for i, (path, _) in enumerate(ds.samples):
+        img, _ = ds[i]
+        expected = cases[path.rsplit("/", 1)[-1]][1]
+        assert img.mode == "RGB"
+        np.testing.assert_allclose(np.asarray(img)[..., 0], expected, atol=0.51)

@@ -133,3 +133,125 @@ def test_knn_on_a_plain_idx_folder_says_what_it_recognised(ckpt, tmp_path, capsy
     printed = capsys.readouterr().out
     said = f"on {data} (Fashion-MNIST IDX files, recognised; or say fashion-mnist:{data})"
     assert said in printed
+
+
+def _own_copy(ckpt, tmp_path):
+    """The checkpoint in a folder of this test's own (its features are not cached yet)."""
+    import shutil
+
+    copy = tmp_path / "run" / "checkpoint.pth"
+    copy.parent.mkdir()
+    shutil.copy(ckpt, copy)
+    return copy
+
+
+def test_a_full_disk_costs_the_feature_cache_only(ckpt, tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    import mimkit.evaluate.features
+
+    def save_file_on_a_full_disk(tensors, filename, metadata=None):
+        open(filename, "wb").close()  # created, then nothing fits
+        message = "I/O error: No space left on device (os error 28)"
+        raise SafetensorError(f"Error while serializing: {message}")
+
+    monkeypatch.setattr(mimkit.evaluate.features, "save_file", save_file_on_a_full_disk)
+    own = _own_copy(ckpt, tmp_path)
+    assert main(["knn", "--checkpoint", str(own), *SMALL, "--ks", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "features extracted" in out and "top-1" in out
+    assert json.loads((own.parent / "knn.json").read_text())["results"]["20"]["top1"] >= 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err  # the train and the val features
+    for line in lines:
+        cache = own.parent / "features"
+        assert line.startswith(f"mimkit knn: warning: features not cached (cannot write {cache}/")
+        assert line.endswith(".safetensors: disk full)")
+    assert list((own.parent / "features").iterdir()) == []  # no temporary file left
+
+
+@pytest.mark.parametrize(("command", "extra"), [("knn", []), ("linear", ["--epochs", "1"])])
+def test_a_full_disk_while_writing_the_result_is_one_line(
+    ckpt, tmp_path, capsys, full_disk, command, extra
+):
+    full_disk(f"{command}.json")
+    own = _own_copy(ckpt, tmp_path)
+    assert main([command, "--checkpoint", str(own), *SMALL, *extra]) == 2
+    out, err = capsys.readouterr()
+    assert "top-1" in out  # the result was printed before the write
+    result = own.parent / f"{command}.json"
+    assert err.strip() == f"mimkit {command}: error: cannot write {result}: disk full"
+    assert sorted(p.name for p in own.parent.iterdir() if p.is_file()) == ["checkpoint.pth"]
+
+
+def test_knn_prints_the_k_and_shots_it_used(ckpt, tmp_path, capsys):
+    out = tmp_path / "knn.json"
+    argv = ["knn", "--checkpoint", str(ckpt), "--subset", "2", "--val-subset", "5"]
+    argv += ["--device", "cpu", "--quiet", "--ks", "10", "50", "200", "--output", str(out)]
+    assert main([*argv, "--fewshot", "--shots", "1", "5", "--fewshot-k", "20"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "note: k 50, 200 more than the 20 train images: k=20 used" in printed
+    table = printed[printed.index("    k   top-1   top-5") + 1 :][:2]
+    assert [row.split()[0] for row in table] == ["10", "20"]
+    assert (
+        "note: 5 shots: more than the 2 images of the smallest class, which then gives all "
+        "of them (the bank column)"
+    ) in printed
+    rows = printed[printed.index("shots  bank     k   top-1     std") + 1 :][:2]
+    assert [row.split()[:3] for row in rows] == [["1", "10", "10"], ["5", "20", "20"]]
+    saved = json.loads(out.read_text())
+    assert set(saved["results"]) == {"10", "20"} and saved["fewshot"]["5"]["bank"] == 20
+    assert any(note.startswith("k 50, 200 more than") for note in saved["notes"])
+
+
+def test_the_online_knn_reports_the_k_it_used():
+    from mimkit.data import EmbeddedFashionMNIST, eval_transform
+    from mimkit.evaluate.online import online_knn
+
+    tf = eval_transform(16, (0.5,), (0.5,))
+    train = EmbeddedFashionMNIST("train", tf, subset=1)  # 10 images
+    val = EmbeddedFashionMNIST("val", tf, subset=1)
+    result = online_knn(build_vit("vit_nano", 16, 4), train, val, "cpu", k=20)
+    assert result["k"] == 10
+
+
+@pytest.mark.parametrize("command", ["knn", "linear", "finetune"])
+def test_a_one_class_data_set_is_refused_in_one_line(ckpt, tmp_path, capsys, command):
+    from PIL import Image
+
+    data, out = tmp_path / "one", tmp_path / "out"
+    for split in ("train", "val"):
+        (data / split / "cat").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(data / split / "cat" / f"{i}.png")
+    source = "--init" if command == "finetune" else "--checkpoint"
+    where = "--output-dir" if command == "finetune" else "--output"
+    argv = [command, source, str(ckpt), "--data", str(data), where, str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mimkit {command}: error: the train split of {data} has only class 'cat': telling "
+        "classes apart needs at least 2"
+    )
+    assert not out.exists()
+
+
+def test_an_unreadable_val_image_leaves_the_knn_set(ckpt, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    data, rng = tmp_path / "photos", np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 3)):
+        for c in ("a", "b"):
+            (data / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (20, 20, 3), np.uint8)
+                Image.fromarray(pixels).save(data / split / c / f"{i}.jpg")
+    cut = data / "val" / "a" / "0.jpg"
+    cut.write_bytes(cut.read_bytes()[:-300])  # its header is whole: it fails when decoded
+    argv = ["knn", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--quiet"]
+    assert main([*argv, "--ks", "3", "--output", str(tmp_path / "knn.json")]) == 0
+    out, err = capsys.readouterr()
+    assert "8 train / 5 val" in out  # 6 val files, 5 readable
+    assert err.strip().startswith(f"mimkit knn: warning: image {cut} cannot be read (OSError")
+    assert err.strip().endswith("left out (later unreadable images are left out without a word)")

@@ -47,6 +47,7 @@ REFERENCE_SWITCHES = {
     "model.pos_interpolation": "dino",
     "model.shared_head": True,
     "data.blur_sigma_scaled": False,
+    "data.batch_augment": False,  # image by image with PIL, on array data too
     "masking.hint_reveal": "independent",
     "masking.start_epoch": 0.0,
     "loss.teacher_temp_warmup": "epoch",

@@ -95,3 +95,12 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
     assert main(["masks", *NANO, "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{tmp_path / 'file'} is a file" in err, err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_picture(tmp_path, capsys, full_disk):
+    full_disk("*.png")
+    out = tmp_path / "out"
+    assert main(["masks", *NANO, "--num-images", "1", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mimkit masks: error: cannot write {out / 'embedded_val_00000.png'}: disk full"
+    assert list(out.iterdir()) == []

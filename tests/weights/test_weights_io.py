@@ -202,3 +202,52 @@ def test_weights_with_nan_are_refused(tmp_path):
     torch.save(sd, tmp_path / "w.pth")
     with pytest.raises(CheckpointError, match=r"1 of \d+ backbone tensors hold NaN .*blocks.1"):
         load_backbone_state(tmp_path / "w.pth")
+
+
+# A text file and damaged bytes that make torch's unpickler fail in other ways than the
+# ones it names (KeyError, IndexError, an OSError from a seek past the end).
+TEXT_AND_DAMAGE = {"hello.pth": b"hello\n", "a.pth": b"a", "cut.pth": None}
+
+
+def _weights_files(tmp_path):
+    model = build_vit("vit_nano", 16, 4)
+    whole = tmp_path / "whole.pth"
+    torch.save(model.state_dict(), whole)
+    files = []
+    for name, data in TEXT_AND_DAMAGE.items():
+        path = tmp_path / name
+        path.write_bytes(data if data is not None else whole.read_bytes()[:5000])
+        files.append(path)
+    return files
+
+
+def test_text_and_damaged_weights_are_refused(tmp_path):
+    for path in _weights_files(tmp_path):
+        with pytest.raises(CheckpointError, match=f"^{path} is not a readable PyTorch file"):
+            load_backbone_state(path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["knn", "--checkpoint", "{w}", "--output", "{out}/knn.json"],
+        ["linear", "--checkpoint", "{w}", "--output", "{out}/linear.json"],
+        ["masks", "--checkpoint", "{w}", "--output-dir", "{out}"],
+        ["export", "{w}", "{out}/w.safetensors"],
+        ["finetune", "--init", "{w}", "--output-dir", "{out}"],
+        ["pretrain", "--init", "{w}", "--output-dir", "{out}"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_that_reads_weights_refuses_them_in_one_line(tmp_path, capsys, argv):
+    from mimkit.cli import main
+
+    out = tmp_path / "out"
+    for path in _weights_files(tmp_path):
+        assert main([a.format(w=path, out=out) for a in argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"mimkit {argv[0]}: error: {path} is not a readable PyTorch file " + (
+            "(truncated, damaged, or not saved by torch.save)"
+        )
+        # (A refused pretraining run still leaves its lock file: issue 19, item 16.)
+        assert not [p for p in out.rglob("*") if p.name != ".mimkit.lock"]

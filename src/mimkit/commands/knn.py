@@ -46,7 +46,19 @@ def format_table(results: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def ks_within(ks: list[int], bank: int) -> tuple[list[int], str | None]:
+    """The ks a bank of ``bank`` images allows (a larger k is that many), and the note that
+    says which were lowered (None: none)."""
+    over = sorted({k for k in ks if k > bank})
+    if not over:
+        return sorted(set(ks)), None
+    note = f"k {', '.join(map(str, over))} more than the {bank} train images: k={bank} used"
+    return sorted({min(k, bank) for k in ks}), note
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from mimkit.data import describe_data_spec
     from mimkit.evaluate.knn import fewshot_knn, knn_evaluate
 
@@ -69,14 +81,18 @@ def run(args: argparse.Namespace) -> int:
     if train_f.shape[0] == 0 or val_f.shape[0] == 0:
         raise ConfigError("a split is empty")
     dev = setup.device
+    ks, note = ks_within(args.ks, train_f.shape[0])
+    notes = [note] if note else []
     results = knn_evaluate(
-        train_f.to(dev), train_l, val_f.to(dev), val_l, ks=args.ks, temperature=args.temperature
+        train_f.to(dev), train_l, val_f.to(dev), val_l, ks=ks, temperature=args.temperature
     )
     print(
         f"k-NN ({args.features}, T={args.temperature}) on {describe_data_spec(setup.data)}: "
         f"{train_f.shape[0]} train / {val_f.shape[0]} val, "
         f"features {'cached' if all(hits.values()) else 'extracted'}"
     )
+    for line in notes:
+        print(f"note: {line}")
     print(format_table(results))
     payload = {
         **setup.report(args.checkpoint_key),
@@ -99,12 +115,21 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
         )
-        print(f"few-shot k-NN (k<={args.fewshot_k}, {args.draws} draws):")
-        print("shots   top-1     std")
+        smallest = int(torch.unique(train_l, return_counts=True)[1].min())
+        over = [s for s in few if s > smallest]
+        if over:
+            notes.append(
+                f"{', '.join(map(str, over))} shots: more than the {smallest} images of the "
+                "smallest class, which then gives all of them (the bank column)"
+            )
+            print(f"note: {notes[-1]}")
+        print(f"few-shot k-NN ({args.draws} draws; bank: images in it, k: neighbours used):")
+        print("shots  bank     k   top-1     std")
         for s, r in few.items():
-            print(f"{s:>5} {r['top1']:7.2f} {r['std']:7.2f}")
+            print(f"{s:>5} {r['bank']:>5} {r['k']:>5} {r['top1']:7.2f} {r['std']:7.2f}")
         payload["fewshot"] = {str(s): r for s, r in few.items()}
         payload["fewshot_draws"] = args.draws
+    payload["notes"] = payload["notes"] + notes
     payload["seconds"] = round(time.perf_counter() - t0, 3)
     payload["device"] = str(dev)
     write_json(out, payload)

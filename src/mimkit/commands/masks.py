@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mimkit.commands.argtypes import open_unit_float, positive_int
 from mimkit.commands.evalargs import add_model_args, model_source
-from mimkit.errors import ConfigError, output_error
+from mimkit.errors import ConfigError
 from mimkit.runs.paths import writable_folder
 
 MAIN_CONFIG = "fashion_mnist_vit_mini"  # random weights default to the main command's model
@@ -192,9 +192,6 @@ def run(args: argparse.Namespace) -> int:
         panels = image_panels(display, result, i)
         header = f"{caption}  |  {source}  |  ratio {args.ratio:g}, seed {args.seed}"
         path = out_dir / f"{name}.png"
-        try:
-            render_masks(panels, path, header, args.columns, args.panel_size)
-        except OSError as err:  # e.g. the disk filled up
-            raise output_error(path, err) from None
+        render_masks(panels, path, header, args.columns, args.panel_size)  # whole or not at all
         print(f"wrote {path}")
     return 0

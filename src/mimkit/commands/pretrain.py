@@ -70,17 +70,21 @@ def run(args: argparse.Namespace) -> int:
     from mimkit.ibot.pretrain import run_pretraining
 
     cfg = load_config(args.config, collect_overrides(args))
+    note = knn_without_val_split(cfg)
 
     from mimkit.data import describe_data_spec
 
     def announce(loop: TrainLoop) -> None:
         if loop.dist.is_main:
+            if note:
+                print(f"mimkit pretrain: note: {note}", flush=True)
             m, d = cfg.model, cfg.data
             print(
                 f"mimkit pretrain: {m.arch} {m.img_size}px/{m.patch_size}, "
                 f"local crops {d.local_crops}x{d.local_crop_size}px, "
                 f"masks {' '.join(cfg.masking.strategies)}, data {describe_data_spec(d.dataset)} "
                 f"({len(loop.data.dataset)} images), {loop.steps_per_epoch} steps/epoch, "
+                f"augmented {loop.data.augmentation}, "
                 f"device {loop.device}, output {loop.out}"
                 + (f", resuming at step {loop.start_step}" if loop.start_step else ""),
                 flush=True,
@@ -102,6 +106,35 @@ def run(args: argparse.Namespace) -> int:
         if result.knn:
             print_final_knn(cfg, result.knn)
     return 0
+
+
+def knn_without_val_split(cfg: Any) -> str | None:
+    """Turn the online and final k-NN off when the training data has no val split (a plain
+    folder of class folders, IDX files without t10k-*) and none is named: the run would
+    otherwise stop at its first k-NN. Returns the note that says so (None: nothing changed).
+    A named ``data.val_dataset`` that cannot be used is a DataError, before any work."""
+    from mimkit.data import validate_data_spec
+    from mimkit.errors import MimkitError
+
+    d, r = cfg.data, cfg.run
+    if d.val_dataset:
+        validate_data_spec(d.val_dataset, "val")
+        return None
+    if not (r.final_knn or r.knn_every_epochs):
+        return None
+    try:
+        validate_data_spec(d.dataset, "train")
+    except MimkitError:
+        return None  # the data itself is refused later, with its own message
+    try:
+        validate_data_spec(d.dataset, "val")
+    except MimkitError:
+        r.final_knn, r.knn_every_epochs = False, 0
+        return (
+            f"{d.dataset} has no val split: no k-NN during or after training "
+            "(--set data.val_dataset=DATA names one)"
+        )
+    return None
 
 
 def interruption_line(result: Any) -> str:

@@ -16,6 +16,7 @@ also names what its results depend on (:meth:`settings_key`): a change there eva
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,7 +175,9 @@ class EvalSettings(SectionedConfig):
         try:
             ev = cls.from_dict(sections)
         except ConfigError as err:
-            raise ConfigError(f"eval: {err}") from None
+            text = str(err)
+            named = text.split(".", 1)[0] in {f.name for f in dataclasses.fields(cls)}
+            raise ConfigError(f"eval.{text}" if named else f"eval: {text}") from None
         ev.check()
         return ev
 

@@ -75,6 +75,12 @@ def describe_data_spec(spec: str | os.PathLike | None) -> str:
     return str(spec or "embedded")
 
 
+def holds_one_size_array(spec: str | os.PathLike | None) -> bool:
+    """Whether the data set of ``spec`` is an array of images of one size (embedded, IDX,
+    CIFAR, STL-10), which hands out whole batches of pixels; image folders are not."""
+    return SOURCES[parse_data_spec(spec)[0]].one_size_array
+
+
 def default_normalization(spec: str | os.PathLike | None = "embedded") -> Stats:
     """``(mean, std)`` suited to a data spec: its source's statistics (ImageNet's unless the
     source knows better; a plain folder's kind is recognised from its files)."""
@@ -189,6 +195,17 @@ def dataset_labels(dataset: Dataset) -> list[int]:
     return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
+def require_classes(dataset: Dataset, what: str) -> None:
+    """DataError unless ``dataset`` has labelled images of at least 2 classes: with one, every
+    classifier and every k-NN is right on every image, and its 100 % means nothing."""
+    present = sorted({label for label in dataset_labels(dataset) if label >= 0})
+    if len(present) >= 2:
+        return
+    names = getattr(_unwrap(dataset), "classes", None)
+    which = f"only class {names[present[0]]!r}" if present and names else "fewer than 2 classes"
+    raise DataError(f"{what} has {which}: telling classes apart needs at least 2")
+
+
 def num_classes(dataset: Dataset) -> int:
     """Number of classes (from ``classes`` when known, else the largest label + 1)."""
     base = dataset
@@ -245,6 +262,8 @@ class DataSource:
     fingerprint: Callable[[Any, Path | None, str, float | int | None], None] | None = None
     splits: tuple[str, ...] = ("train", "val")
     normalization: Stats = (IMAGENET_MEAN, IMAGENET_STD)
+    # Images of one size in an array (``pixels``): whole batches can be augmented at once.
+    one_size_array: bool = True
 
     def __post_init__(self) -> None:
         if self.check is None:  # checking a split is finding its files
@@ -315,5 +334,7 @@ SOURCES: dict[str, DataSource] = {
         files=lambda path, split: [f for pair in stl10_files(path, split) for f in pair if f],
         splits=STL10_SPLITS,
     ),
-    "folder": DataSource(_build_folder, check=_check_image_folder, fingerprint=_hash_folder),
+    "folder": DataSource(
+        _build_folder, check=_check_image_folder, fingerprint=_hash_folder, one_size_array=False
+    ),
 }

@@ -11,7 +11,9 @@ import logging
 import math
 import os
 import pickle
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from numbers import Integral, Real
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from mimkit.data.idx import find_idx_file, read_idx
@@ -419,11 +421,22 @@ class Stl10Dataset(Dataset):
     def targets(self) -> list[int]:
         return self.labels[self.indices].tolist()
 
+    def _hwc(self, j: int) -> np.ndarray:
+        """Image ``j`` of the files as ``[96, 96, 3]`` (they store it channel-first and
+        column-major)."""
+        p = int(np.searchsorted(self._offsets, j, side="right")) - 1
+        return np.asarray(self._parts[p][j - self._offsets[p]]).transpose(2, 1, 0)
+
+    def pixels(self, items: Sequence[int]) -> np.ndarray:
+        """Items ``items`` as one uint8 array ``[B, 96, 96, 3]`` (``data.batch_augment``)."""
+        return np.stack([self._hwc(int(self.indices[i])) for i in items])
+
+    def labels_of(self, items: Sequence[int]) -> np.ndarray:
+        return self.labels[self.indices[np.asarray(items, dtype=np.int64)]]
+
     def __getitem__(self, i: int):
         j = int(self.indices[i])
-        p = int(np.searchsorted(self._offsets, j, side="right")) - 1
-        raw = np.asarray(self._parts[p][j - self._offsets[p]])
-        img = Image.fromarray(np.ascontiguousarray(raw.transpose(2, 1, 0)))
+        img = Image.fromarray(np.ascontiguousarray(self._hwc(j)))
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[j])
@@ -532,12 +545,22 @@ _DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale (I: as
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB image. 16-bit grayscale is scaled by its bit depth (65535 -> 255): PIL's own
-    conversion clips it, turning almost every pixel white."""
+    """An RGB image. PIL's own conversion clips wide grayscale to 0-255, so it is scaled
+    first: 16-bit grayscale by its bit depth (65535 -> 255; clipped, almost every pixel
+    would be white); 32-bit float (mode F) from [0, 1], the usual range of float images,
+    when its values lie there (clipped, it would be almost black), else from [0, its
+    maximum] when that is above 255; NaN reads as 0."""
     if img.mode in _DEEP_GRAY:
-        wide = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
+        img = _gray8(np.asarray(img, dtype=np.float64) / 257.0)
+    elif img.mode == "F":
+        wide = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(wide.max(initial=0.0))
+        img = _gray8(wide * (255.0 if top <= 1.0 else 255.0 / max(top, 255.0)))
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _gray8(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def _unreadable(path: str, err: Exception) -> str:
@@ -548,10 +571,45 @@ def _unreadable(path: str, err: Exception) -> str:
 def check_header(path: str) -> None:
     """Raise (one of _READ_ERRORS) unless ``path`` looks like a readable image: PIL parses its
     header and ``verify()`` walks its structure (every chunk's CRC for PNG) without decoding
-    pixels. Fast enough to run on every file before training (benchmarks/bench_image_check.py).
-    """
+    pixels; a PNG's compressed pixel stream is also inflated (checksums pass on a stream
+    damaged before they were computed). Fast enough to run on every file before training
+    (benchmarks/bench_image_check.py)."""
     with Image.open(path) as img:
+        png = img.format == "PNG"
         img.verify()
+    if png:
+        check_png_stream(path)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_INFLATE_STEP = 1 << 22  # bytes of pixels inflated at a time: memory stays bounded
+
+
+def check_png_stream(path: str) -> None:
+    """OSError unless the zlib stream of a PNG's IDAT chunks inflates to its end with a
+    matching checksum (pixels are inflated and dropped, never unfiltered or kept)."""
+    inflate = zlib.decompressobj()
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            raise OSError("not a PNG file")
+        while header := f.read(8):
+            if len(header) < 8:
+                break
+            length, kind = struct.unpack(">I4s", header)
+            data = f.read(length)
+            f.seek(4, os.SEEK_CUR)  # the CRC, checked by verify()
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                continue
+            try:
+                while data and not inflate.eof:
+                    inflate.decompress(data, _INFLATE_STEP)
+                    data = inflate.unconsumed_tail
+            except zlib.error as err:
+                raise OSError(f"damaged compressed image data ({err})") from None
+    if not inflate.eof:
+        raise OSError("compressed image data ends early")
 
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -561,8 +619,10 @@ class ImageFolderDataset(Dataset):
     """An ImageFolder split (``folder/class/xxx.jpg``) with a per-class subset and bad-image policy.
 
     ``on_bad_image="skip"``: an unreadable image is replaced by the next readable one (counted in
-    ``num_bad``, first one warned about); ``"error"``: DataError naming the file. Counts are per
-    process (each DataLoader worker has its own).
+    ``num_bad``, the first one met while loading warned about), or, with
+    ``leave_out_unreadable`` (evaluation: a substitute would count twice), its item is None,
+    which :func:`collate_readable` drops; ``"error"``: DataError naming the file. Counts are
+    per process (each DataLoader worker has its own).
     """
 
     def __init__(
@@ -587,6 +647,8 @@ class ImageFolderDataset(Dataset):
         self.samples = [samples[i] for i in keep]
         self.num_bad = 0
         self.bad_files: set[str] = set()
+        self.warned_at_load = False  # the up-front check's warning does not cover later ones
+        self.leave_out_unreadable = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -599,20 +661,21 @@ class ImageFolderDataset(Dataset):
     def imgs(self) -> list[tuple[str, int]]:
         return self.samples
 
-    def _bad(self, path: str, err: Exception) -> None:
+    def _bad(self, path: str, err: Exception, done: str = "skipped") -> None:
         msg = _unreadable(path, err)
         if self.on_bad_image == "error":
             raise DataError(msg) from None
         if path not in self.bad_files:
             self.bad_files.add(path)
             self.num_bad += 1
-            if self.num_bad == 1:
+            if not self.warned_at_load:
+                self.warned_at_load = True
                 warnings.warn(
-                    f"{msg}: skipped (later unreadable images are skipped without a word)",
+                    f"{msg}: {done} (later unreadable images are {done} without a word)",
                     MimkitWarning,
                     stacklevel=3,
                 )
-            log.debug("skipping %s (%d unreadable so far)", msg, self.num_bad)
+            log.debug("%s: %s (%d unreadable so far)", msg, done, self.num_bad)
 
     def load(self, i: int) -> tuple[Image.Image, int]:
         """The RGB image and label of sample ``i``; unreadable images as ``on_bad_image`` says."""
@@ -628,7 +691,15 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        img, label = self.load(i % len(self))
+        if self.leave_out_unreadable:
+            path, label = self.samples[i % len(self)]
+            try:
+                img = _open_rgb(path)
+            except _READ_ERRORS as e:
+                self._bad(path, e, "left out")
+                return None
+        else:
+            img, label = self.load(i % len(self))
         if self.transform is not None:
             img = self.transform(img)
         return img, label
@@ -637,7 +708,8 @@ class ImageFolderDataset(Dataset):
         """Check the header of every file (or of the first ``n``) before any training; return
         how many are unreadable. "error": DataError naming the first one. "skip": they leave
         the data set, with one warning giving their count and the first few; DataError when
-        none is readable. About 0.25 ms per small file (benchmarks/bench_image_check.py).
+        none is readable. About 0.1-0.25 ms per small file on a loaded 2-core machine
+        (benchmarks/bench_image_check.py; a PNG costs about 3/4 of its full decode).
         """
         checked = self.samples if n is None else self.samples[: max(1, n)]
         keep, bad = [], []
@@ -668,3 +740,19 @@ class ImageFolderDataset(Dataset):
                 stacklevel=2,
             )
         return len(bad)
+
+
+def leave_out_unreadable(dataset: Dataset) -> Dataset:
+    """``dataset`` for evaluation: an image folder's unreadable images (skip mode) become
+    None items, which loaders built with :func:`collate_readable` drop, instead of copies of
+    the next image that would count twice. Other data sets hold decoded arrays."""
+    if isinstance(dataset, ImageFolderDataset):
+        dataset.leave_out_unreadable = True
+    return dataset
+
+
+def collate_readable(batch: list) -> object:
+    """A loader's ``collate_fn`` for evaluation: the readable items, collated (None when a
+    batch holds none)."""
+    kept = [item for item in batch if item is not None]
+    return default_collate(kept) if kept else None

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mimkit.data import collate_readable
+from mimkit.errors import MimkitWarning, OutputError
 from mimkit.models.backbone import Backbone
 from mimkit.models.spec import BackboneSpec
+from mimkit.runs.paths import replace_atomic
 
 FEATURE_MODES = ("cls", "cls+avgpool", "last4", "last4+avgpool")
 
@@ -57,6 +64,7 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.d
         pin_memory=device.type == "cuda",
         drop_last=False,
         persistent_workers=False,
+        collate_fn=collate_readable,  # unreadable images leave the set (None batches)
     )
 
 
@@ -94,7 +102,9 @@ def extract_features(
     labels: list[Tensor] = []
     use_amp = amp and device.type == "cuda"
     with _eval_mode(backbone), torch.inference_mode():
-        for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for images, target in tqdm(
+            filter(None, loader), desc=desc, disable=not progress, leave=False, total=len(loader)
+        ):
             images = images.to(device, non_blocking=True)
             ctx = (
                 torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -189,12 +199,20 @@ def cached_features(
         desc=desc,
     )
     if path is not None:
+        meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
+        tensors = {"features": feats, "labels": labels}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            meta = {"key": json.dumps(parts, sort_keys=True, default=str)}
-            save_file({"features": feats, "labels": labels}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only checkpoint folder only costs the cache
+            replace_atomic(path, lambda tmp: save_tensors(tensors, tmp, meta))
+        except OutputError as err:  # a full disk or a read-only folder only costs the cache
+            warnings.warn(f"features not cached ({err})", MimkitWarning, stacklevel=2)
     return feats, labels, False
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file`` (it streams: no second copy in memory), with the I/O errors
+    it raises as its own type raised as OSError, with their OS error code."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        raise OSError(int(code.group(1)) if code else errno.EIO, str(err)) from None

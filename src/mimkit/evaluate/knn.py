@@ -191,7 +191,7 @@ def fewshot_knn(
 
     Each draw samples ``shots`` bank entries per class without replacement (all of a class
     when it has fewer); ``k`` is clipped to the bank size. Returns
-    ``{shots: {"top1": mean, "std": std over draws, "k": k used}}``.
+    ``{shots: {"top1": mean, "std": std over draws, "k": k used, "bank": bank size}}``.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -227,5 +227,6 @@ def fewshot_knn(
             "top1": float(np.mean(accs)),
             "std": float(np.std(accs)),
             "k": int(kk),
+            "bank": int(sum(min(s, idx.size) for idx in per_class)),
         }
     return results

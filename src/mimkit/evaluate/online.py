@@ -9,7 +9,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mimkit.data import build_dataset, default_normalization, eval_transform
+from mimkit.data import (
+    build_dataset,
+    default_normalization,
+    eval_transform,
+    leave_out_unreadable,
+)
 from mimkit.evaluate.features import extract_features
 from mimkit.evaluate.knn import knn_evaluate
 
@@ -32,11 +37,13 @@ def online_knn(
 
     Datasets yield ``(eval-transformed image, label)``. The backbone is put in eval mode for
     the pass and restored afterwards. Returns ``{"k": k, "top1": .., "top5": ..}`` (top-5
-    only with more than 5 classes), accuracies in percent.
+    only with more than 5 classes), accuracies in percent; ``k`` is the one used, at most the
+    number of training images.
     """
     kw = dict(mode=mode, num_workers=num_workers, amp=amp, progress=progress)
     train_f, train_l = extract_features(backbone, train_dataset, device, batch_size, **kw)
     val_f, val_l = extract_features(backbone, val_dataset, device, batch_size, **kw)
+    k = min(k, train_f.shape[0])
     dev = torch.device(device)
     res = knn_evaluate(
         train_f.to(dev), train_l, val_f.to(dev), val_l, ks=(k,), temperature=temperature
@@ -66,11 +73,12 @@ class OnlineKnnHook:
         return self.every > 0 and epoch % self.every == 0
 
     def datasets(self) -> tuple[Dataset, Dataset]:
-        """The bank (the train split, eval-transformed) and the queries (the val split)."""
+        """The bank (the train split, eval-transformed) and the queries (the val split); their
+        unreadable images leave them (see leave_out_unreadable)."""
         tf = eval_transform(self.img_size, *default_normalization(self.data))
         train = build_dataset(self.data, "train", tf, subset=self.subset)
         val = build_dataset(self.val_data or self.data, "val", tf)
-        return train, val
+        return leave_out_unreadable(train), leave_out_unreadable(val)
 
     def __call__(self, method: Evaluable, device: torch.device) -> dict[str, float]:
         """k-NN of ``method.eval_backbone()``."""

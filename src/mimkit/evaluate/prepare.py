@@ -7,7 +7,6 @@ command-line arguments that feed it live in ``commands/evalargs.py``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,11 @@ from mimkit.data import (
     dataset_fingerprint,
     default_normalization,
     eval_transform,
+    leave_out_unreadable,
+    require_classes,
     validate_data_spec,
 )
-from mimkit.devices import resolve_device
+from mimkit.devices import loader_workers, resolve_device, usable_cores
 from mimkit.errors import ConfigError
 from mimkit.evaluate.features import cached_features, feature_cache_key
 from mimkit.models import Backbone, BackboneSpec, build_backbone
@@ -61,10 +62,11 @@ class EvalSetup:
         return build_dataset(self.data_of(split), split, transform, subset=subset)
 
     def eval_dataset(self, split: str) -> Dataset:
-        """The split with the evaluation transform (built once)."""
+        """The split with the evaluation transform (built once); unreadable images leave it
+        (see leave_out_unreadable)."""
         if split not in self._eval_sets:
             tf = eval_transform(self.img_size, self.mean, self.std)
-            self._eval_sets[split] = self.dataset(split, tf)
+            self._eval_sets[split] = leave_out_unreadable(self.dataset(split, tf))
         return self._eval_sets[split]
 
     def key_parts(self, checkpoint_key: str, split: str) -> dict[str, Any]:
@@ -135,6 +137,8 @@ def prepare_eval(
     val_spec = val_data or data
     validate_data_spec(data, train_split)
     validate_data_spec(val_spec, val_split)
+    bank = build_dataset(data, train_split, subset=subset)  # labels only: no image is read
+    require_classes(bank, f"the {train_split} split of {data}")
     fingerprints = {
         train_split: dataset_fingerprint(data, train_split, subset),
         val_split: dataset_fingerprint(val_spec, val_split, val_subset),
@@ -145,9 +149,10 @@ def prepare_eval(
     mean, std = default_normalization(str(data))
     workers = num_workers
     if workers is None:
-        workers = min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0
+        workers = min(4, usable_cores()) if dev.type == "cuda" else 0
     if workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {workers}")
+    workers = loader_workers(workers, "--num-workers")
     return EvalSetup(
         model=model,
         spec=spec,

@@ -9,6 +9,7 @@ file so that a rerun does not pay for them twice.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from mimkit.data import collate_readable
+from mimkit.errors import MimkitWarning, OutputError
 from mimkit.evaluate.features import extract_features
 from mimkit.evaluate.knn import knn_evaluate
+from mimkit.runs.paths import write_atomic
 
 
 def pixel_features(dataset: Dataset, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """The transformed images themselves, flattened: ``[N, C*H*W]`` and labels ``[N]``."""
     xs, ys = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for x, y in filter(None, DataLoader(dataset, batch_size, collate_fn=collate_readable)):
         xs.append(x.flatten(1))
         ys.append(torch.as_tensor(y))
     return torch.cat(xs), torch.cat(ys)
@@ -63,5 +67,8 @@ def reference_knn(
     f_va, l_va = extract_features(model, val, device, progress=False)
     result["random_weights"] = knn_evaluate(f_tr, l_tr, f_va, l_va, (k,), temperature)[k]["top1"]
     if cache is not None:
-        cache.write_text(json.dumps({"key": ident, "top1": result}, indent=2))
+        try:
+            write_atomic(cache, json.dumps({"key": ident, "top1": result}, indent=2).encode())
+        except OutputError as err:  # only the cache is lost
+            warnings.warn(f"reference k-NN not cached ({err})", MimkitWarning, stacklevel=2)
     return result

@@ -36,8 +36,8 @@ class FinetuneModelConfig:
 class FinetuneDataConfig:
     dataset: str = "embedded"
     val_dataset: str | None = None  # defaults to the "val" split of `dataset`
-    subset: float | None = ranged(None, "> 0")  # labels kept per class: a fraction or a count
-    val_subset: float | None = ranged(None, "> 0")  # evaluate on part of the val split
+    subset: float | int | None = ranged(None, "> 0")  # labels kept per class: a fraction or a count
+    val_subset: float | int | None = ranged(None, "> 0")  # evaluate on part of the val split
     num_workers: int = ranged(2, ">= 0")
     on_bad_image: str = choice("skip", BAD_IMAGE_MODES)
 

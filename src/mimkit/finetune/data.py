@@ -14,7 +14,9 @@ from mimkit.data import (
     default_normalization,
     eval_transform,
     finetune_transform,
+    leave_out_unreadable,
     num_classes,
+    require_classes,
     validate_data_spec,
 )
 from mimkit.errors import DataError
@@ -42,6 +44,7 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
     mean, std = default_normalization(d.dataset)
     train = build_dataset(d.dataset, "train", subset=d.subset, on_bad_image=d.on_bad_image)
     check_images(train)  # unreadable files fail (or warn) before training starts
+    require_classes(train, f"the train split of {d.dataset}")
     val = build_dataset(
         d.val_dataset or d.dataset,
         "val",
@@ -49,9 +52,10 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
         subset=d.val_subset,
         on_bad_image=d.on_bad_image,
     )
-    # Both splits before any work: an unreadable val image would otherwise stop the run
-    # after its first epoch ("error"), or leave the set ("skip").
+    # Both splits before any work: an unreadable val image stops the run now ("error"), or
+    # leaves the set ("skip": a substitute would be counted twice).
     check_images(val)
+    leave_out_unreadable(val)
     classes = num_classes(train)
     val_labels = dataset_labels(val)
     if not val_labels:

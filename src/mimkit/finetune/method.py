@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mimkit.data import collate_readable
+from mimkit.devices import loader_workers
 from mimkit.errors import CheckpointError
 from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
 from mimkit.finetune.config import AugmentConfig, FinetuneConfig
@@ -179,10 +181,11 @@ class ClassifierMethod(nn.Module):
         loader = DataLoader(
             shard,
             batch_size=2 * self.cfg.optim.batch_size,
-            num_workers=self.cfg.data.num_workers,
+            num_workers=loader_workers(self.cfg.data.num_workers),  # capped at the cores
             pin_memory=self.device.type == "cuda",
+            collate_fn=collate_readable,  # unreadable images leave the val split
         )
-        batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
+        batches = ((x.to(self.device), y.to(self.device)) for x, y in filter(None, loader))
         with autocast(self.device, amp_dtype(self.cfg.run.amp, self.device)):
             counts = accuracy_counts(self.model, batches).to(self.device)
         if self.dist.enabled:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mimkit.config import RunConfig, SectionedConfig, choice, load_sections, ranged, set_field
 from mimkit.data.datasets import BAD_IMAGE_MODES
@@ -47,7 +47,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dataset: str = "embedded"
-    subset: float | None = ranged(None, "> 0")  # fraction (<1) or count (>=1) per class
+    subset: float | int | None = ranged(None, "> 0")  # fraction (<1) or count (>=1) per class
     val_dataset: str | None = None  # defaults to the "val" split of `dataset`
     num_workers: int = ranged(2, ">= 0")
     global_crops: int = ranged(2, ">= 1")
@@ -65,8 +65,10 @@ class DataConfig:
     solarize_prob: float = ranged(0.2, "[0, 1]")
     blur_sigma_scaled: bool = True  # sigma scales with the crop; false: 0.1-2 px on all (DINO)
     # Augment whole batches with tensor operations (mimkit.data.batch_transforms) rather than
-    # image by image with PIL: array data sets only (embedded, IDX, CIFAR).
-    batch_augment: bool = False
+    # image by image with PIL in the loader workers. auto: whole batches where the data set
+    # is an array of images of one size (embedded, IDX, CIFAR, STL-10), per image elsewhere;
+    # true: whole batches or an error; false: per image.
+    batch_augment: bool | Literal["auto"] = "auto"
 
 
 @dataclass

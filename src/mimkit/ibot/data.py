@@ -10,6 +10,7 @@ from mimkit.data import (
     build_dataset,
     check_images,
     default_normalization,
+    holds_one_size_array,
 )
 from mimkit.data.transforms import MultiCropSpec
 from mimkit.errors import ConfigError
@@ -45,17 +46,34 @@ def multicrop_transform(cfg: PretrainConfig, batched: bool = False) -> MultiCrop
     )
 
 
+def augment_whole_batches(setting: bool | str, spec: str) -> tuple[bool, str]:
+    """Whether pretraining augments whole batches with tensor operations (True) or image by
+    image with PIL, and why, in words for the start-up line. ``setting``: the config's
+    ``data.batch_augment`` (true, false or auto). ConfigError when ``true`` asks for whole
+    batches of data that cannot give them (an image folder's images differ in size)."""
+    array = holds_one_size_array(spec)
+    if setting == "auto":
+        if array:
+            return True, "whole batches with tensor operations (auto: images of one size)"
+        return False, "image by image with PIL (auto: an image folder's sizes differ)"
+    if setting and not array:
+        raise ConfigError(
+            f"data.batch_augment: true needs images of one size in an array (embedded, IDX, "
+            f"CIFAR, STL-10), and {spec!r} is an image folder: set it to auto or false "
+            f"(image by image)"
+        )
+    if setting:
+        return True, "whole batches with tensor operations (data.batch_augment: true)"
+    return False, "image by image with PIL (data.batch_augment: false)"
+
+
 def build_train_data(cfg: PretrainConfig, dist: DistInfo) -> TrainData:
     d = cfg.data
+    batched, why = augment_whole_batches(d.batch_augment, d.dataset)
     dataset = build_dataset(d.dataset, "train", None, subset=d.subset, on_bad_image=d.on_bad_image)
     check_images(dataset)  # unreadable files fail (or warn) before training starts
     views: SeededViews | BatchSeededViews
-    if d.batch_augment:
-        if not hasattr(dataset, "pixels"):
-            raise ConfigError(
-                f"data.batch_augment needs images of one size held in an array (the embedded "
-                f"set, IDX or CIFAR files); {d.dataset!r} is not one: set it to false"
-            )
+    if batched:
         transform = multicrop_transform(cfg, batched=True)
         views = BatchSeededViews(dataset, transform, cfg.run.seed, dist.rank)  # type: ignore[arg-type]
     else:
@@ -66,4 +84,4 @@ def build_train_data(cfg: PretrainConfig, dist: DistInfo) -> TrainData:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return TrainData(dataset, views, sampler, cfg.optim.batch_size, d.num_workers)
+    return TrainData(dataset, views, sampler, cfg.optim.batch_size, d.num_workers, augmentation=why)

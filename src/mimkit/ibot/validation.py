@@ -12,6 +12,7 @@ import torch
 from mimkit.data import validate_data_spec
 from mimkit.errors import ConfigError
 from mimkit.ibot.config import PretrainConfig, sizes_that_work
+from mimkit.ibot.data import augment_whole_batches
 from mimkit.ibot.mask_planner import contrastive_score
 from mimkit.masking import (
     MaskStrategy,
@@ -68,6 +69,7 @@ def validate_config(cfg: PretrainConfig) -> None:
     for message in hint_warnings(strategies, k.ratio, k.show_max, backbone.grid_size()):
         warnings.warn(message, stacklevel=2)
     validate_data_spec(d.dataset, "train")
+    augment_whole_batches(d.batch_augment, d.dataset)  # true on an image folder: refused
     if cfg.run.init and not Path(cfg.run.init).is_file():
         raise ConfigError(f"--init weights {cfg.run.init} do not exist")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mimkit.errors import ConfigError
+from mimkit.runs.paths import write_atomic
 
 
 def check_output_writable(out: Path) -> None:
@@ -18,7 +19,5 @@ def check_output_writable(out: Path) -> None:
 
 
 def write_json(out: Path, payload: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    """``payload`` as ``out``, whole or not at all (OutputError of one line otherwise)."""
+    write_atomic(out, (json.dumps(payload, indent=2, default=str) + "\n").encode())

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from torch.utils.data import DataLoader, Dataset
 
+from mimkit.devices import loader_workers
 from mimkit.errors import DataError
 from mimkit.train.batches import BatchExtras, BatchViews, StepBatches
 from mimkit.train.sampling import BatchSeededViews, EpochSampler, SeededViews
@@ -46,6 +47,10 @@ class TrainData:
     batch_size: int
     num_workers: int
     extras: BatchExtras | None = None  # the method's per-batch work, done in the workers
+    augmentation: str = ""  # how the views are made, in words (see augment_whole_batches)
+
+    def __post_init__(self) -> None:
+        self.num_workers = loader_workers(self.num_workers)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -9,6 +9,7 @@ Agg canvas (no pyplot, no display). The overlay helpers are pure NumPy.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from mimkit.masking import (
 )
 from mimkit.models import CLS_ROWS, ROLLOUT, Backbone, ReadoutRequest, resolve_layer
 from mimkit.models.readout import Readout
+from mimkit.runs.paths import write_atomic
 
 MASK_COLOR = (1.0, 0.15, 0.1)
 MASK_ALPHA = 0.6
@@ -297,6 +299,7 @@ def render_masks(
             va="bottom",
             fontsize=9,
         )
-    out = Path(path)
-    fig.savefig(out, dpi=DPI, format="png", facecolor="white")
+    out, png = Path(path), io.BytesIO()
+    fig.savefig(png, dpi=DPI, format="png", facecolor="white")
+    write_atomic(out, png.getvalue())  # a full disk leaves no half-written picture
     return out

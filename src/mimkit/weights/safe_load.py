@@ -3,7 +3,7 @@ why a file was refused: Python objects mimkit will not unpickle, or a damaged fi
 
 from __future__ import annotations
 
-import pickle
+import errno
 import re
 import warnings
 from pathlib import Path
@@ -20,14 +20,22 @@ def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
         with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.EACCES, errno.EISDIR, errno.EPERM):
+            raise CheckpointError(f"{path} cannot be read: {err.strerror}") from None
+        raise CheckpointError(damaged_message(path)) from None  # e.g. EINVAL: a seek past the end
+    except Exception as err:  # noqa: BLE001 - text or damaged bytes fail anywhere in the unpickler
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found:
             raise CheckpointError(python_objects_message(path, found.group(1))) from None
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file (truncated, damaged, or not saved by "
-            "torch.save)"
-        ) from None
+        raise CheckpointError(damaged_message(path)) from None
+
+
+def damaged_message(path: str | Path) -> str:
+    return (
+        f"{path} is not a readable PyTorch file (truncated, damaged, or not saved by "
+        "torch.save)"
+    )
 
 
 def python_objects_message(path: str | Path, name: str) -> str:
