@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mimkit.commands.argtypes import open_unit_float, positive_int
+from mimkit.commands.argtypes import open_unit_float, positive_int, unit_float
 from mimkit.commands.evalargs import add_model_args, model_source
 from mimkit.errors import ConfigError, output_error
 from mimkit.runs.paths import writable_folder
@@ -22,6 +22,9 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
     "high@rollout",
     "random",
     "block",
+    "green",
+    "mix@raw",
+    "sample@log",
 )
 
 
@@ -74,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     k.add_argument("--ratio", type=open_unit_float, default=0.4, help="mask ratio (default 0.4)")
     k.add_argument("--show-max", type=float, default=0.1, help="hint's top fraction (0.1)")
     k.add_argument("--seed", type=int, default=0, help="seed for masks and random weights")
+    k.add_argument(
+        "--progress",
+        type=unit_float,
+        default=1.0,
+        help="point of training, 0 to 1, at which mix's alpha schedule is read (default 1)",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--output-dir",
@@ -186,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_max=args.show_max,
         batch_size=args.batch_size,
+        progress=args.progress,
     )
     for i, (name, caption) in enumerate(zip(inputs.names, inputs.captions, strict=True)):
         display = to_display(inputs.images[i], mean, std)

@@ -32,12 +32,14 @@ class StepMaskPlanner:
     rank: int
     steps_per_epoch: int
     start_epoch: float
+    total_steps: int  # of the whole run: mix's alpha schedule runs over it
 
     def __call__(self, step: int, batch_size: int) -> MaskPlan:
         if not masking_started(step, self.steps_per_epoch, self.start_epoch):
             return MaskPlan.empty(self.masker.num_crops, batch_size, self.grid * self.grid)
         seed = mix_seed(MASK_STREAM, start=step_seed(self.seed, step, self.rank))
-        return self.masker.plan(batch_size, self.grid, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        return self.masker.plan(batch_size, self.grid, generator, step / self.total_steps)
 
 
 def contrastive_score(

@@ -95,7 +95,7 @@ class IBOTMetaArch(nn.Module):
         self.masker = MaskGenerator(strategies, cfg.masking, depth)
         self.planner = StepMaskPlanner(
             self.masker, self.grid, cfg.run.seed, rank, schedules.steps_per_epoch,
-            cfg.masking.start_epoch,
+            cfg.masking.start_epoch, schedules.total_steps,
         )  # fmt: skip
         self.koleo = KoLeoLoss() if cfg.loss.koleo > 0 else None
         self.contrastive: DenseContrastiveLoss | None = None

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mimkit.errors import ConfigError
 from mimkit.masking import (
+    MaskingConfig,
     MaskStrategy,
     check_supported,
     cls_attention_scores,
@@ -141,12 +142,14 @@ def compute_masks(
     seed: int = 0,
     show_max: float = 0.1,
     batch_size: int = 32,
+    progress: float = 1.0,
 ) -> MaskResult:
     """Attention maps and one mask per strategy for normalised ``images`` ``[B, C, H, W]``.
 
     Every image is masked (mask_prob 1) at exactly ``ratio``, by the same ``mask_crop`` that
-    training uses. Each strategy draws from its own generator seeded by ``(seed, position in
-    the list)``, so results are deterministic.
+    training uses, at ``progress`` of training (``mix``'s schedule; a ``mix`` without its own
+    follows ``masking.alpha``'s default). Each strategy draws from its own generator seeded by
+    ``(seed, position in the list)``, so results are deterministic.
     """
     depth, readouts = model.depth, model.readouts
     grid = model.grid_size(images.shape[-1])
@@ -159,9 +162,11 @@ def compute_masks(
             result.attention[layer] = cls_attention_scores(readout.cls_attn[layer], "mean")
     if ROLLOUT in readouts:
         result.rollout = readout.rollout[(0, depth - 1)]
+    alpha = MaskingConfig().alpha_ramp()
     for i, strategy in enumerate(strategies):
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-        m = mask_crop(strategy, readout, b, grid, ratio, gen, "cpu", show_max)
+        strategy = strategy.with_alpha(alpha)
+        m = mask_crop(strategy, readout, b, grid, ratio, gen, "cpu", show_max, None, progress)
         result.masks[strategy.label] = m.cpu()
     return result
 
