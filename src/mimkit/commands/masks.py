@@ -139,6 +139,24 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
     return model, spec.arch or "this ViT", f"{checkpoint.name} [{args.checkpoint_key}]"
 
 
+def _score_heads(strategies, checkpoint: Path | None, dim: int):
+    """The heads of the learned scores the strategies use (``pred``, ``adv``), from the
+    checkpoint that trained them."""
+    kinds = sorted({s.score.kind for s in strategies if s.score is not None and s.score.learned})
+    if not kinds:
+        return {}
+    if checkpoint is None:
+        raise ConfigError(
+            f"the learned score {kinds[0]!r} needs --checkpoint: a mimkit run that trained it"
+        )
+    from mimkit.models.score_heads import load_score_heads
+    from mimkit.weights.safe_load import read_torch_file
+
+    state = read_torch_file(checkpoint)
+    state = state if isinstance(state, dict) else {}
+    return load_score_heads(state, kinds, dim, str(checkpoint))
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: torch and the models load only when a command runs, not for --help.
     from mimkit.data import eval_transform
@@ -170,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     strategies = resolve_strategies(
         texts, model.depth, model.readouts, arch, defaults=args.strategies is None
     )
+    score_heads = _score_heads(strategies, checkpoint, model.embed_dim)
     mean, std = _normalization(args, checkpoint)
     transform = eval_transform(model.img_size, mean, std)
     if args.images:
@@ -196,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         show_max=args.show_max,
         batch_size=args.batch_size,
         progress=args.progress,
+        score_heads=score_heads,
     )
     for i, (name, caption) in enumerate(zip(inputs.names, inputs.captions, strict=True)):
         display = to_display(inputs.images[i], mean, std)

@@ -43,6 +43,11 @@ class MaskPlan(NamedTuple):
         """Masked patches in the whole batch (free: the counts live on the CPU)."""
         return int(self.counts.sum())
 
+    @property
+    def widest(self) -> int:
+        """The most masked patches of one image (free, as :attr:`total`)."""
+        return int(self.counts.max()) if self.counts.numel() else 0
+
     @classmethod
     def empty(cls, crops: int, batch_size: int, num_patches: int) -> MaskPlan:
         """No masks at all (e.g. before ``masking.start_epoch``)."""
