@@ -18,7 +18,8 @@ from mimkit.losses.mask_policy import (
     softmax_entropy,
     straight_through_mask,
 )
-from mimkit.masking.diagnostics import mask_iou, spearman_per_image
+from mimkit.masking.diagnostics import mask_iou, spearman_per_image, top_counts
+from mimkit.masking.stochastic import perturbed_scores
 from mimkit.models.mask_token import put_mask_token
 
 N = 12
@@ -185,3 +186,37 @@ def test_put_mask_token_straight_through_changes_values_and_token_gradients_by_n
     # The mask's own gradient: that of e + m (token - e).
     want = (upstream * (token - tokens)).sum(-1)
     torch.testing.assert_close(grads_b[2], want.detach())
+
+
+def _toy_policy(estimator: str, lam: float, cost: torch.Tensor, k: int = 4) -> torch.Tensor:
+    """Logits trained by each estimator on a toy whose loss is the summed cost of the masked
+    patches (batch of 16 draws per step, Gumbel-top-k at tau 1)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.zeros(1, cost.numel(), requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=0.05)
+    for _ in range(300):
+        a = logits.expand(16, -1)
+        keys = torch.rand(a.shape, generator=g)
+        y = perturbed_scores(a.detach(), keys, 1.0)
+        mask = top_counts(y, torch.full((16,), k))
+        if estimator == "straight_through":
+            ys = perturbed_scores(reverse_gradient(a, lam), keys, 1.0)
+            loss = (straight_through_mask(mask, ys) * cost).sum(1).mean()
+        else:
+            reward = (mask * cost).sum(1)
+            log_p = plackett_luce_log_prob(a, mask, y)
+            loss = -lam * ((reward - reward.mean()) * log_p).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return logits.detach()[0]
+
+
+@pytest.mark.parametrize("estimator", ["straight_through", "reinforce"])
+def test_both_estimators_learn_the_right_direction_on_a_toy(estimator):
+    """Where masking a patch costs it a fixed amount, lambda = +1 learns to mask the
+    costliest patches and lambda = -1 the cheapest (the sign conventions, end to end)."""
+    cost = torch.randn(12, generator=torch.Generator().manual_seed(3))
+    top, bottom = set(cost.topk(4).indices.tolist()), set((-cost).topk(4).indices.tolist())
+    assert set(_toy_policy(estimator, 1.0, cost).topk(4).indices.tolist()) == top
+    assert set(_toy_policy(estimator, -1.0, cost).topk(4).indices.tolist()) == bottom

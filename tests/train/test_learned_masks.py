@@ -41,9 +41,9 @@ def test_every_new_family_trains(make_config, strategies, logged):
             assert 0.9 * math.log(16) < r["adv_entropy"] <= math.log(16) + 1e-5
 
 
-def test_reinforce_trains(make_config):
+def test_straight_through_trains(make_config):
     cfg = make_config(
-        **{"masking.strategies": ["sample@adv"], "loss.adv_estimator": "reinforce",
+        **{"masking.strategies": ["sample@adv"], "loss.adv_estimator": "straight_through",
            "run.max_steps": 2}
     )  # fmt: skip
     assert run_pretraining(cfg).step == 2
@@ -93,17 +93,20 @@ def test_the_loss_predictor_learns_from_its_own_term_only(make_config):
 
 
 def test_the_policy_learns_from_its_own_objective_only(make_config):
-    base = {"loss.adv_entropy": 0.0}
+    base = {"loss.adv_entropy": 0.0, "loss.adv_estimator": "straight_through"}
     adversary = _gradients(make_config, "adv", ["sample@adv"], **base)
     partner = _gradients(
         make_config, "partner", ["sample@adv"], **base, **{"loss.adv_lambda": [-1.0, -1.0]}
     )
-    reinforce = _gradients(
-        make_config, "rf", ["sample@adv"], **{"loss.adv_estimator": "reinforce"}
+    rf = {"loss.adv_entropy": 0.0, "loss.adv_estimator": "reinforce"}
+    reinforce = _gradients(make_config, "rf", ["sample@adv"], **rf)
+    rf_partner = _gradients(
+        make_config, "rf-partner", ["sample@adv"], **rf, **{"loss.adv_lambda": [-1.0, -1.0]}
     )
     adv_head, adv_rest = _split(adversary, "adv")
     partner_head, partner_rest = _split(partner, "adv")
     rf_head, rf_rest = _split(reinforce, "adv")
+    rf_partner_head, _ = _split(rf_partner, "adv")
     # The student's gradients do not see the policy's estimator, lambda or entropy bonus.
     for name, g in adv_rest.items():
         assert torch.equal(g, partner_rest[name]), name
@@ -114,6 +117,8 @@ def test_the_policy_learns_from_its_own_objective_only(make_config):
         assert torch.equal(g, -partner_head[name]), name
     assert any(g.any() for g in rf_head.values())
     assert any(not torch.equal(g, adv_head[n]) for n, g in rf_head.items())
+    for name, g in rf_head.items():
+        torch.testing.assert_close(g, -rf_partner_head[name])
 
 
 # -- checkpoints ------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ STEPS = [
     {"masking.strategies": ["green", "mix:0.5@raw:-1"], "masking.mask_prob": 0.5},
     {"masking.strategies": ["mix@pred", "sample@adv"], "masking.mask_prob": 0.5},
     {"masking.strategies": ["sample:0.5@log"], "loss.adv_estimator": "reinforce"},
-    {"masking.strategies": ["high@adv"], "loss.adv_estimator": "reinforce"},
+    {"masking.strategies": ["high@adv"], "loss.adv_estimator": "straight_through"},
 ]
 
 

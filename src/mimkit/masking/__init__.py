@@ -14,7 +14,6 @@ from mimkit.masking.random_block import block_mask, random_mask
 from mimkit.masking.scores import cls_attention_scores, minmax_normalize
 from mimkit.masking.select import select_mask
 from mimkit.masking.strategy import (
-    LEARNED_SCORES,
     MODES,
     SCORE_KINDS,
     CropPlan,
@@ -30,7 +29,6 @@ from mimkit.masking.strategy import (
 )
 
 __all__ = [
-    "LEARNED_SCORES",
     "MODES",
     "RAMP_SHAPES",
     "SCORE_KINDS",

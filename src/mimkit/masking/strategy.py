@@ -232,11 +232,10 @@ SCORE_KINDS: dict[str, ScoreKind] = {
         CLS_ROWS, _parse_multi, lambda s: "multi:" + "+".join(map(str, s.layers)), _multi
     ),
     "pred": _learned("pred"),  # HPM's loss predictor, its EMA copy on the teacher's tokens
-    # The adversarial policy's masks are (Gumbel-)top-k of its logits, which its
-    # straight-through gradient is built for.
+    # The adversarial policy's masks are (Gumbel-)top-k of its logits: its estimators
+    # (straight-through, Plackett-Luce) are built for that.
     "adv": _learned("adv", ("sample", "high")),
 }
-LEARNED_SCORES = tuple(name for name, kind in SCORE_KINDS.items() if kind.readout is None)
 
 
 # -- modes --------------------------------------------------------------------------------
@@ -291,7 +290,6 @@ class Mode:
     finish: Callable[[Tensor, CropPlan, ModeOptions], Tensor] | None = None
     parse: Callable[[list[str], str], ModeOptions] | None = None  # None: takes no options
     describe: Callable[[ModeOptions], str] = lambda o: ""
-    keyed: bool = False  # its plan draws keys
 
     @property
     def scored(self) -> bool:
@@ -395,14 +393,12 @@ MODES: dict[str, Mode] = {
         lambda scores, p, o: mix_mask(scores, p.masks, p.keys, p.counts),
         _parse_mix,
         lambda o: "" if o.alpha is None else f":{o.alpha}",
-        keyed=True,
     ),
     "sample": Mode(
         _sample_plan,
         lambda scores, p, o: sample_mask(scores, p.masks, p.keys, o.tau),
         _parse_sample,
         lambda o: "" if o.tau == DEFAULT_TAU else f":{o.tau:g}",
-        keyed=True,
     ),
 }
 ATTENTION_MODES = tuple(name for name, mode in MODES.items() if mode.scored)
