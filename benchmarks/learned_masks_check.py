@@ -1,10 +1,11 @@
 """Do the learned mask scores learn? A short run of the main config, then two read-outs.
 
-1. Per epoch, from the run's log: the patch term and the learned scores' diagnostics
-   (``pred_rho``: Spearman of the EMA loss predictor's scores with the real per-patch losses
-   of the masked patches; ``pred_rho_student``: the same for the student's predictions;
-   ``adv_entropy``, ``adv_rho``, ``adv_iou``: the policy's entropy, the Spearman of its logits
-   with the real losses, the IoU of its masks with AttMask-High's).
+1. Per epoch and per sixth of the run (the curves), from its log: the patch term and the
+   learned scores' diagnostics (``pred_rho``: Spearman of the EMA loss predictor's scores
+   with the real per-patch losses of the masked patches; ``pred_rho_student``: the same for
+   the student's predictions; ``adv_entropy``, ``adv_rho``, ``adv_iou``: the policy's
+   entropy, the Spearman of its logits with the real losses, the IoU of its masks with
+   AttMask-High's).
 2. The hardness gap, after training: on fresh crops, the student's patch loss when the
    ``k = floor(r N)`` patches of each image are those the learned score ranks highest, lowest,
    or drawn at random (the same images, the same counts, every image masked; AttMask-High for
@@ -56,6 +57,21 @@ def epoch_table(out: str) -> None:
     print("|---:|" + "---:|" * len(keys))
     for r in rows:
         print(f"| {r['epoch']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+
+
+def step_table(out: str, bins: int = 6) -> None:
+    """The step records' means over ``bins`` equal stretches of the run: the curves."""
+    rows = read_log(out, "step")
+    keys = [k for k in KEYS if rows and k in rows[0]]
+    last = rows[-1]["step"] if rows else 0
+    print("\n| steps | " + " | ".join(keys) + " |")
+    print("|---|" + "---:|" * len(keys))
+    for i in range(bins):
+        lo, hi = i * last // bins, (i + 1) * last // bins
+        part = [r for r in rows if lo < r["step"] <= hi]
+        if part:
+            means = (statistics.fmean(r[k] for r in part) for k in keys)
+            print(f"| {lo + 1}-{hi} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -137,6 +153,7 @@ def main() -> None:
     result = run_pretraining(cfg)
     print(f"run {args.out}: {result.status} at step {result.step}\n")
     epoch_table(args.out)
+    step_table(args.out)
     hardness_gap(cfg, kinds.pop(), args.batches)
 
 
