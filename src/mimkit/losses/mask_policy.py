@@ -105,17 +105,18 @@ class MaskPolicyObjective:
         self.crops = [
             c for c, s in enumerate(strategies) if s.score is not None and s.score.kind == "adv"
         ]
-        self.tau = {c: strategies[c].options.tau if strategies[c].mode == "sample" else None
-                    for c in self.crops}  # fmt: skip
+        # sample@adv draws with its temperature and the planned Gumbel noise; high@adv ranks
+        # the logits themselves (temperature 1, no noise).
+        self.sampled = {c for c in self.crops if strategies[c].mode == "sample"}
+        self.tau = {c: strategies[c].options.tau if c in self.sampled else 1.0 for c in self.crops}
         self.estimator = estimator
         self.entropy_weight = entropy_weight
         self.iou_score = iou_score
 
     def _perturbed(self, c: int, logits: Tensor, keys: Tensor | None) -> Tensor:
-        tau = self.tau[c]
-        if tau is None or keys is None:  # high@adv, or masks given without their draws
-            return logits / (tau or 1.0)
-        return perturbed_scores(logits, keys, tau)
+        if c not in self.sampled or keys is None:  # or masks given without their draws
+            return logits / self.tau[c]
+        return perturbed_scores(logits, keys, self.tau[c])
 
     def student_masks(
         self, masks: Tensor, logits: Tensor, keys: Tensor | None, batch: int, lam: float
@@ -151,7 +152,7 @@ class MaskPolicyObjective:
         ``logits``, ``masks`` ``[G*B, N]``; ``keys [G, B, N]`` the plan's draws or None;
         ``patch_ce [M]`` the masked patches' detached iBOT losses, laid out by ``slots``."""
         rows = {c: slice(c * batch, (c + 1) * batch) for c in self.crops}
-        scaled = {c: logits[r] / (self.tau[c] or 1.0) for c, r in rows.items()}
+        scaled = {c: logits[r] / self.tau[c] for c, r in rows.items()}
         entropy = torch.stack([softmax_entropy(a) for a in scaled.values()]).mean()
         loss = -self.entropy_weight * entropy
         if self.estimator == "reinforce":
@@ -177,7 +178,7 @@ class MaskPolicyObjective:
         for c, r in rows.items():
             crop_keys = keys[c] if keys is not None else None
             perturbed = self._perturbed(c, logits[r].detach(), crop_keys)
-            log_p = plackett_luce_log_prob(logits[r] / (self.tau[c] or 1.0), masks[r], perturbed)
+            log_p = plackett_luce_log_prob(logits[r] / self.tau[c], masks[r], perturbed)
             used = counts[r] > 0
             n = used.sum().clamp_min(1)
             baseline = torch.where(used, reward[r], 0.0).sum() / n
