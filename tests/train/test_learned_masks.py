@@ -160,3 +160,19 @@ def test_masks_draws_the_learned_strategies_from_a_checkpoint(make_config, tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no 'adv' head" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_the_command_line_takes_the_new_families(tmp_path, make_config):
+    """`mimkit pretrain --mask ...` with options in the strings and schedules in --set."""
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(make_config("base").to_dict()))
+    out = tmp_path / "out"
+    argv = ["pretrain", "--config", str(config), "--output-dir", str(out), "--max-steps", "2",
+            "--mask", "mix:-1:1:step@pred", "sample:0.5@adv", "--set", "loss.adv_lambda=[-1,1]",
+            "--set", "loss.adv_lambda_schedule=linear"]  # fmt: skip
+    assert main(argv) == 0
+    steps = read_log(out, "step")
+    assert [r["step"] for r in steps] == [1, 2]
+    assert steps[0]["adv_lambda"] == -1.0 and -1.0 < steps[1]["adv_lambda"] < 1.0
