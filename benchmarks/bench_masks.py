@@ -9,7 +9,11 @@ Prints Markdown tables:
    uses. The loop is timed on a subset of the images and scaled linearly to the batch.
    Loop reference: per image, the score is computed patch by patch (a Python loop over the
    patches, each a mean over heads), sorted, and the mask filled patch by patch; random is
-   per-image randperm + per-patch fill; block is BEiT's own pure-Python generator.
+   per-image randperm + per-patch fill; block is BEiT's own pure-Python generator. The new
+   families are timed whole (the plan's draws, then the selection, as ``mask_crop``): green
+   against a per-image noise draw, 2-D convolution and sort; mix against HPM's per-image
+   rule (argsort, ``np.delete`` of the forced patches, a shuffle of the rest); sample
+   against a per-image, per-patch Gumbel perturbation and sort.
 2. teacher forward with CLS-row / rollout readout vs the plain fused forward. Rollout is
    computed there, inside the teacher's forward pass, and nowhere else.
 """
@@ -24,14 +28,20 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mimkit.masking import (
+    Ramp,
     block_mask,
+    mask_crop,
     parse_score,
+    parse_strategy,
     random_mask,
     select_mask,
 )
+from mimkit.masking.green_noise import dog_kernel
 from mimkit.models import Readout, ReadoutRequest, build_vit
 
 DEPTH, HEADS, GRID = 12, 6, 14
@@ -114,6 +124,39 @@ def loop_block(budget: float, rng: random.Random, min_p: int = 16) -> torch.Tens
     return torch.tensor(mask)
 
 
+NEW_FAMILIES = ("green", "mix@raw", "sample:0.01@raw")  # mix at alpha 0.5
+KERNEL = dog_kernel(0.5, 1.0)
+
+
+def loop_green(r: float) -> torch.Tensor:
+    pad = KERNEL.shape[0] // 2
+    white = torch.rand(1, 1, GRID + 2 * pad, GRID + 2 * pad) - 0.5
+    noise = F.conv2d(white, KERNEL[None, None]).flatten()
+    return loop_select(noise, r, "high")
+
+
+def loop_mix(score: torch.Tensor, r: float, alpha: float, nrng: np.random.Generator):
+    """HPM's generate_mask for one image: the top h by score, then a shuffle of the rest."""
+    k = int(r * N)
+    h = int(alpha * k)
+    by_score = torch.argsort(score)
+    forced = by_score[N - h :].numpy()
+    rest = np.delete(np.arange(N), forced)
+    nrng.shuffle(rest)
+    mask = torch.zeros(N, dtype=torch.bool)
+    for j in [*forced.tolist(), *rest[: k - h].tolist()]:
+        mask[j] = True
+    return mask
+
+
+def loop_sample(score: torch.Tensor, r: float, tau: float) -> torch.Tensor:
+    u = torch.rand(N)
+    y = torch.zeros(N)
+    for j in range(N):
+        y[j] = score[j] / tau - math.log(-math.log(max(float(u[j]), 1e-30)))
+    return loop_select(y, r, "high")
+
+
 # ---- benchmark ------------------------------------------------------------------------------
 def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
     rows = []
@@ -139,7 +182,11 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
         "random": lambda: random_mask(b, N, ratio, g),
         "block": lambda: block_mask(b, GRID, ratio, g),
     }
+    for text in NEW_FAMILIES:
+        strategy = parse_strategy(text, DEPTH).with_alpha(Ramp(0.5, 0.5, "constant"))
+        vec[text] = lambda s=strategy: mask_crop(s, readout, b, GRID, ratio, g)
     rng = random.Random(0)
+    nrng = np.random.default_rng(0)
     sub = min(b, loop_images)
     last = cls[DEPTH - 1]
 
@@ -162,6 +209,11 @@ def mask_rows(b: int, runs: int, loop_images: int, loop_runs: int) -> list[str]:
         ),
         "random": loop(lambda i: loop_select(torch.randperm(N).float(), rl[i], "high")),
         "block": loop(lambda i: loop_block(float(rl[i]) * N, rng)),  # real budget
+        "green": loop(lambda i: loop_green(rl[i])),
+        "mix@raw": loop(lambda i: loop_mix(loop_cls_score(last[i], "raw"), rl[i], 0.5, nrng)),
+        "sample:0.01@raw": loop(
+            lambda i: loop_sample(loop_cls_score(last[i], "raw"), rl[i], 0.01)
+        ),
     }
     for name, fn in vec.items():
         t_vec = median_time(fn, runs)

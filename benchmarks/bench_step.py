@@ -191,7 +191,7 @@ def main() -> None:
 
 def print_table(args, trainers, times, cpu_times, plan_times, flops, syncs, memory) -> None:
     masked = [t for s, t in trainers.items() if s != NO_MASKS] or list(trainers.values())
-    device, cfg = masked[0].device, masked[0].cfg
+    device, cfg = masked[0].device, masked[0].method.cfg
     b, local = cfg.optim.batch_size, cfg.data.local_crop_size
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = peak_tflops(device, args.amp)

@@ -171,3 +171,27 @@ def test_gpu_compare_config_builds_on_an_image_folder(tmp_path: Path):
     assert grid[0].eval_epochs == [25, 50, 75, 100]
     with pytest.raises(ConfigError, match="imagenet100"):  # the placeholder path is refused
         build_grid(load_compare_config("imagenet100_vit_small_strategies"), tmp_path / "o2")
+
+
+CURRICULUM = {"adv_lambda": [-1, 1], "adv_lambda_schedule": "linear"}  # CL-MAE's
+
+
+def test_the_new_mask_families_build_a_grid(tmp_path: Path):
+    """Every new family is a strategy of a compare grid, with its own options and heads."""
+    data = tiny_compare(seeds=[0])
+    data["strategies"] = [
+        {"name": "Green", "mask": "green"},
+        {"name": "HPM", "mask": "mix@pred"},
+        {"name": "Curriculum", "mask": "mix:0:1:cosine@raw:-1"},
+        {"name": "Flip", "mask": "mix:-1:1:step@raw:-1"},
+        {"name": "Sampled", "mask": "sample:0.5@log:-1"},
+        {"name": "Adversary", "mask": "sample@adv", "overrides": {"loss": CURRICULUM}},
+    ]
+    grid = build_grid(parse_compare_config(data), tmp_path)
+    assert [r.config.masking.strategies for r in grid] == [
+        [s["mask"]] for s in data["strategies"]
+    ]
+    assert grid[-1].config.loss.adv_lambda == (-1.0, 1.0)
+    data["strategies"].append({"name": "Bad", "mask": "mix@adv"})
+    with pytest.raises(ConfigError, match="strategy 'Bad'.*'adv' goes with mode sample"):
+        build_grid(parse_compare_config(data), tmp_path / "bad")

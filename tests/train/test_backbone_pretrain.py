@@ -31,9 +31,13 @@ def _two_steps(make_config, name, arch, strategies):
     return cfg
 
 
-@pytest.mark.parametrize("strategy", ["random", "block"])
+@pytest.mark.parametrize(
+    "strategy",
+    # Learned scores need patch tokens only, no attention read-out.
+    ["random", "block", "green", "mix@pred", "sample@adv"],
+)
 def test_swin_trains_with_ibot_masks(make_config, strategy):
-    _two_steps(make_config, strategy, SWIN, [strategy])
+    _two_steps(make_config, strategy.replace("@", "_"), SWIN, [strategy])
 
 
 @pytest.mark.parametrize("strategy", ["random", "high", "high@rollout"])

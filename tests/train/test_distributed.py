@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     from conftest import tiny_config
     from mimkit.ibot.pretrain import build_pretraining
 
-    cfg = tiny_config({out!r}, **{{"run.max_steps": 3, "data.subset": 8}})
+    cfg = tiny_config({out!r}, **{{"run.max_steps": 3, "data.subset": 8, **{fields!r}}})
     loop = build_pretraining(cfg)
     result = vars(loop.fit())
     trainer = loop.method
@@ -44,11 +44,19 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_keep_identical_weights(tmp_path: Path):
+@pytest.mark.parametrize(
+    "fields",
+    # The learned scores' heads: the predictor runs in the student's forward, the policy
+    # outside it (on the teacher's tokens), and DDP must average both.
+    [{}, {"masking.strategies": ["mix@pred", "sample@adv"]}],
+    ids=["plain", "learned-heads"],
+)
+def test_two_gloo_processes_keep_identical_weights(tmp_path: Path, fields):
     report = tmp_path / "report.json"
     script = tmp_path / "ddp_run.py"
     tests_dir = str(Path(__file__).parent)
-    script.write_text(SCRIPT.format(tests=tests_dir, out=str(tmp_path / "out"), report=str(report)))
+    out = str(tmp_path / "out")
+    script.write_text(SCRIPT.format(tests=tests_dir, out=out, report=str(report), fields=fields))
     proc = subprocess.run(
         [
             sys.executable,

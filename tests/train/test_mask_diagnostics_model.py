@@ -100,3 +100,16 @@ def test_logged_diagnostics_are_those_of_the_saved_checkpoint(make_config):
         after = checkpoint_diagnostics(cfg, path, torch.device("cpu"))
         for key in KEYS:
             assert logged[epoch][f"masks_{key}"] == pytest.approx(after[key], rel=1e-4), key
+
+
+@pytest.mark.parametrize(
+    "strategy", ["green", "mix@pred", "sample@adv", "sample:0.5@raw", "mix:0:1:linear@raw"]
+)
+def test_every_new_family_has_its_diagnostics(make_config, strategy):
+    """The families added after AttMask (learned scores included) are measured like the
+    others: finite coverage, hardness, overlap and entropy."""
+    cfg = make_config(**{"masking.strategies": [strategy]})
+    method = _method(cfg)
+    values = mask_diagnostics(MaskedModel.of_method(method), diagnostic_batch(cfg, 4))
+    for key in ("hardness", "iou_high", "object_coverage", "attention_entropy"):
+        assert math.isfinite(values[key]), (key, values)

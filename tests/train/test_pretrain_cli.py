@@ -73,6 +73,15 @@ TINY = [
         ),
         (["--set", "masking.ratio_per=epoch"], "ratio_per"),
         (["--set", "masking.hint_reveal=never"], "hint_reveal"),
+        (["--mask", "mix@adv"], "'adv' goes with mode sample or high only"),
+        (["--mask", "mix:0:1:wave"], "schedule must be one of"),
+        (["--mask", "sample:-1"], "temperature must be > 0"),
+        (["--set", "masking.alpha=[0,2]"], "masking.alpha"),
+        (["--set", "masking.alpha=[0.1,0.4]", "--set", "masking.alpha_schedule=constant"],
+         "a constant schedule has one value"),
+        (["--set", "loss.adv_estimator=gumbel"], "loss.adv_estimator"),
+        (["--set", "loss.pred_grad=tokens"], "loss.pred_grad"),
+        (["--set", "loss.adv_lambda=[-2,1]"], "loss.adv_lambda"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, extra, message):

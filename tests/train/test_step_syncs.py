@@ -28,6 +28,7 @@ READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "
 DATA_SHAPED = {"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive"}
 HOST_ONLY = {
     "__int__ in total",  # MaskPlan.total: the sum of the plan's counts
+    "__int__ in widest",  # MaskPlan.widest: their maximum
     "__bool__ in finish_crop",  # is anything masked in a crop: the plan's ranks
     "nonzero in mask_from_ranks",  # the widest rank the plan masks
     "__int__ in mask_from_ranks",
@@ -61,6 +62,10 @@ STEPS = [
     {"masking.strategies": ["block", "hint@raw:-1"], "masking.show_max": 0.5},
     {"masking.strategies": ["high@rollout"], "loss.lambda3": 1.0},
     {"masking.strategies": ["high@multi:0+2"], "masking.mask_prob": 0.5},
+    {"masking.strategies": ["green", "mix:0.5@raw:-1"], "masking.mask_prob": 0.5},
+    {"masking.strategies": ["mix@pred", "sample@adv"], "masking.mask_prob": 0.5},
+    {"masking.strategies": ["sample:0.5@log"], "loss.adv_estimator": "reinforce"},
+    {"masking.strategies": ["high@adv"], "loss.adv_estimator": "straight_through"},
 ]
 
 

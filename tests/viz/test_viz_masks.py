@@ -108,3 +108,15 @@ def test_render_has_the_announced_size(tmp_path):
     panels = [Panel(f"p{i}", rgb, grid=2 if i % 2 else None) for i in range(7)]
     out = render_masks(panels, tmp_path / "x.png", "header", columns=3, panel_px=64)
     assert Image.open(out).size == figure_pixels(7, 3, 64)
+
+
+def test_mix_follows_the_progress_of_training(nano, images):
+    """masking.alpha's default ramp (0 -> 0.5): at the start of training mix is random, drawn
+    from the same generator (the same place in the list), and later it is not."""
+    mix = resolve_strategies(["mix@raw"], nano.depth)
+    plain = resolve_strategies(["random"], nano.depth)
+    start = compute_masks(nano, images, mix, [0], 0.5, seed=2, progress=0.0)
+    random = compute_masks(nano, images, plain, [0], 0.5, seed=2)
+    assert torch.equal(start.masks["mix:0:0.5:linear@raw:2"], random.masks["random"])
+    end = compute_masks(nano, images, mix, [0], 0.5, seed=2, progress=1.0)
+    assert not torch.equal(end.masks["mix:0:0.5:linear@raw:2"], random.masks["random"])

@@ -47,6 +47,17 @@ def open_unit_float(text: str) -> float:
     return v
 
 
+def unit_float(text: str) -> float:
+    """A number from 0 to 1, both included, such as a point of training."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
 def parse_subset(text: str | None) -> float | int | None:
     """``"20"`` -> 20 per class, ``"0.2"`` or ``"20%"`` -> the first 20% of each class."""
     if text is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mimkit.commands.argtypes import open_unit_float, positive_int
+from mimkit.commands.argtypes import open_unit_float, positive_int, unit_float
 from mimkit.commands.evalargs import add_model_args, model_source
 from mimkit.errors import ConfigError
 from mimkit.runs.paths import writable_folder
@@ -22,6 +22,9 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
     "high@rollout",
     "random",
     "block",
+    "green",
+    "mix@raw",
+    "sample@log",
 )
 
 
@@ -74,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     k.add_argument("--ratio", type=open_unit_float, default=0.4, help="mask ratio (default 0.4)")
     k.add_argument("--show-max", type=float, default=0.1, help="hint's top fraction (0.1)")
     k.add_argument("--seed", type=int, default=0, help="seed for masks and random weights")
+    k.add_argument(
+        "--progress",
+        type=unit_float,
+        default=1.0,
+        help="point of training, 0 to 1, at which mix's alpha schedule is read (default 1)",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--output-dir",
@@ -130,6 +139,24 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
     return model, spec.arch or "this ViT", f"{checkpoint.name} [{args.checkpoint_key}]"
 
 
+def _score_heads(strategies, checkpoint: Path | None, dim: int):
+    """The heads of the learned scores the strategies use (``pred``, ``adv``), from the
+    checkpoint that trained them."""
+    kinds = sorted({s.score.kind for s in strategies if s.score is not None and s.score.learned})
+    if not kinds:
+        return {}
+    if checkpoint is None:
+        raise ConfigError(
+            f"the learned score {kinds[0]!r} needs --checkpoint: a mimkit run that trained it"
+        )
+    from mimkit.models.score_heads import load_score_heads
+    from mimkit.weights.safe_load import read_torch_file
+
+    state = read_torch_file(checkpoint)
+    state = state if isinstance(state, dict) else {}
+    return load_score_heads(state, kinds, dim, str(checkpoint))
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: torch and the models load only when a command runs, not for --help.
     from mimkit.data import eval_transform
@@ -161,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     strategies = resolve_strategies(
         texts, model.depth, model.readouts, arch, defaults=args.strategies is None
     )
+    score_heads = _score_heads(strategies, checkpoint, model.embed_dim)
     mean, std = _normalization(args, checkpoint)
     transform = eval_transform(model.img_size, mean, std)
     if args.images:
@@ -186,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_max=args.show_max,
         batch_size=args.batch_size,
+        progress=args.progress,
+        score_heads=score_heads,
     )
     for i, (name, caption) in enumerate(zip(inputs.names, inputs.captions, strict=True)):
         display = to_display(inputs.images[i], mean, std)

@@ -21,7 +21,10 @@ from mimkit.config import RunConfig, SectionedConfig, choice, load_sections, ran
 from mimkit.data.datasets import BAD_IMAGE_MODES
 from mimkit.errors import ConfigError
 from mimkit.ibot.schedules import TEMP_WARMUPS
+from mimkit.losses.loss_prediction import PRED_GRADS
+from mimkit.losses.mask_policy import ADV_ESTIMATORS
 from mimkit.masking.config import MaskingConfig
+from mimkit.masking.curriculum import RAMP_SHAPES, Ramp
 from mimkit.models.vit import POS_INTERPOLATIONS
 from mimkit.train.optim import CLIP_MODES
 from mimkit.train.schedules import LR_WARMUPS
@@ -90,6 +93,20 @@ class LossConfig:
     contrastive_tau: float = ranged(0.2, "> 0")
     # default: each crop's own mask score (raw:-1 for random/block)
     contrastive_score: str | None = None
+    # Learned mask scores (docs/method.md, "Learned scores"); used only when a strategy reads them.
+    pred_weight: float = ranged(1.0, ">= 0")  # HPM's relative loss-prediction term (``pred``)
+    # backbone: the term trains the tokens too (HPM); head: only the predictor
+    pred_grad: str = choice("backbone", PRED_GRADS)
+    adv_lambda: tuple[float, float] = ranged((1.0, 1.0), "[-1, 1]")  # -1 partner, +1 adversary
+    adv_lambda_schedule: str = choice("constant", RAMP_SHAPES)  # over training
+    adv_entropy: float = ranged(0.01, ">= 0")  # entropy bonus of the policy, against collapse
+    # reinforce, or straight_through (it did not train an adversary here: docs/method.md)
+    adv_estimator: str = choice("reinforce", ADV_ESTIMATORS)
+
+    def adv_lambda_ramp(self) -> Ramp:
+        """The adversarial policy's lambda over training (ConfigError naming a bad value)."""
+        lo, hi = (float(x) for x in self.adv_lambda)
+        return Ramp(lo, hi, self.adv_lambda_schedule).check("loss.adv_lambda", -1.0, 1.0)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mimkit.data import build_dataset, default_normalization, eval_transform, parse_data_spec
 from mimkit.ibot.config import PretrainConfig
-from mimkit.ibot.meta_arch import IBOTMetaArch, build_network
+from mimkit.ibot.meta_arch import IBOTMetaArch, build_network, policy_scores
 from mimkit.losses import masked_patches
 from mimkit.masking import MaskGenerator, cls_attention_scores, parse_strategies
 from mimkit.masking.diagnostics import (
@@ -98,6 +98,7 @@ class MaskedModel:
     patch_center: Tensor  # [1, K2]
     student_temp: float
     teacher_patch_temp: float
+    progress: float = 0.0  # of training, in [0, 1]: the masks' schedules (mix's alpha)
 
     @classmethod
     def of_method(cls, method: IBOTMetaArch) -> MaskedModel:
@@ -108,6 +109,7 @@ class MaskedModel:
             method.loss.center2[0],
             method.loss.student_temp,
             method.cfg.loss.teacher_patch_temp,
+            method.progress,
         )
 
     @classmethod
@@ -128,6 +130,7 @@ class MaskedModel:
             state["loss"]["center2"][0].to(device),
             cfg.loss.student_temp,
             cfg.loss.teacher_patch_temp,
+            min(state["step"] / (state["steps_per_epoch"] * cfg.optim.epochs), 1.0),
         )
 
 
@@ -162,10 +165,13 @@ def mask_diagnostics(model: MaskedModel, batch: DiagnosticBatch) -> dict[str, fl
     model.student.eval()
     try:
         teacher = model.teacher.encode(views, request)
+        if model.student.score_heads is not None and "adv" in model.student.score_heads:
+            policy_scores(model.student, teacher)  # a learned policy's masks read these
         every_image = dataclasses.replace(model.masker.config, mask_prob=1.0)
         masker = MaskGenerator(model.masker.strategies, every_image, depth)
         gen = torch.Generator().manual_seed(batch.seed)
-        masks = torch.cat(masker.generate(teacher.readout, b, grid, gen, device)).flatten(1)
+        drawn = masker.generate(teacher.readout, b, grid, gen, device, model.progress)
+        masks = torch.cat(drawn).flatten(1)
         random = same_count_random(masks, gen)
         hard = _patch_cross_entropy(model, views, masks, teacher)
         easy = _patch_cross_entropy(model, views, random, teacher)

@@ -10,7 +10,7 @@ teachers, masks or prototypes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,16 @@ from torch import Tensor, nn
 from mimkit.data.crops import Crops
 from mimkit.errors import CheckpointError
 from mimkit.ibot.config import PretrainConfig
-from mimkit.ibot.mask_planner import StepMaskPlanner, contrastive_score
+from mimkit.ibot.mask_planner import StepMaskPlanner, contrastive_score, score_head_kinds
 from mimkit.ibot.schedules import Schedules
-from mimkit.losses import DenseContrastiveLoss, IBOTLoss, KoLeoLoss, masked_patches
-from mimkit.masking import MaskGenerator, MaskPlan, parse_strategies, readout_request
-from mimkit.models import backbone_spec, build_backbone
+from mimkit.losses import DenseContrastiveLoss, IBOTLoss, KoLeoLoss, image_slots, masked_patches
+from mimkit.losses.loss_prediction import loss_prediction_terms
+from mimkit.losses.mask_policy import MaskPolicyObjective
+from mimkit.masking import MaskGenerator, MaskPlan, ScoreSpec, parse_strategies, readout_request
+from mimkit.models import CLS_ROWS, backbone_spec, build_backbone
 from mimkit.models.head import IBOTHead
-from mimkit.models.network import IBOTNetwork
+from mimkit.models.network import IBOTNetwork, TeacherOutput
+from mimkit.models.score_heads import build_score_heads
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.compile import compile_blocks
 from mimkit.train.method import Batch, StepOutput
@@ -40,7 +43,10 @@ RESUMABLE = ("run.", "data.num_workers", "data.val_dataset", "optim.epochs")
 NOT_RESUMABLE = ("run.seed",)  # (run.allow_changes takes any other change on purpose)
 
 
-def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
+def build_network(
+    cfg: PretrainConfig, drop_path: float, score_kinds: Sequence[str] = ()
+) -> IBOTNetwork:
+    """Backbone, projection head and the learned mask scores' heads ``score_kinds``."""
     m = cfg.model
     spec = backbone_spec(m.arch, m.img_size, m.patch_size)
     backbone = build_backbone(spec, drop_path, pos_interpolation=m.pos_interpolation)
@@ -54,7 +60,17 @@ def build_network(cfg: PretrainConfig, drop_path: float) -> IBOTNetwork:
         shared_head=m.shared_head,
         norm_last_layer=m.norm_last_layer,
     )
-    return IBOTNetwork(backbone, head)
+    detached = ("pred",) if cfg.loss.pred_grad == "head" else ()
+    heads = build_score_heads(score_kinds, backbone.embed_dim, detached)
+    return IBOTNetwork(backbone, head, heads)
+
+
+def policy_scores(student: IBOTNetwork, teacher_out: TeacherOutput) -> Tensor:
+    """The adversarial mask policy's logits ``[G*B, N]``: the student's ``adv`` head on the
+    teacher's patch tokens, added to the readout as ``patch_scores["adv"]``."""
+    logits = student.score_heads["adv"](teacher_out.patch_tokens)
+    teacher_out.readout.patch_scores["adv"] = logits
+    return logits
 
 
 @dataclass
@@ -70,7 +86,7 @@ class IBOTMetaArch(nn.Module):
     """Student and teacher networks, the mask generator and the weighted loss terms."""
 
     name = "pretrain"
-    progress_keys = ("cls", "patch", "contrastive", "koleo")
+    progress_keys = ("cls", "patch", "contrastive", "koleo", "pred_rho", "adv_entropy", "adv_iou")
 
     def __init__(
         self, cfg: PretrainConfig, schedules: Schedules, device: torch.device, rank: int = 0
@@ -79,11 +95,12 @@ class IBOTMetaArch(nn.Module):
         self.cfg, self.schedules, self.device = cfg, schedules, device
         self.num_global = cfg.data.global_crops
         torch.manual_seed(cfg.run.seed)  # same initial weights for the same seed
-        self.student = build_network(cfg, cfg.model.drop_path_rate).to(device)
+        kinds = score_head_kinds(cfg)
+        self.student = build_network(cfg, cfg.model.drop_path_rate, kinds).to(device)
         if cfg.run.init:
             # Same layout checks as evaluation: a file that does not fully match is refused.
             load_backbone(cfg.run.init, self.student.backbone, cfg.run.init_key)
-        self.teacher = build_network(cfg, 0.0).to(device)
+        self.teacher = build_network(cfg, 0.0, kinds).to(device)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -91,11 +108,12 @@ class IBOTMetaArch(nn.Module):
             compile_blocks(network, cfg.run.compile)
         depth = self.student.backbone.depth
         self.grid = self.student.backbone.grid_size()
+        self.steps_done = 0  # the optimiser steps taken (progress of the schedules)
         strategies = parse_strategies(cfg.masking.strategies, self.num_global, depth)
         self.masker = MaskGenerator(strategies, cfg.masking, depth)
         self.planner = StepMaskPlanner(
             self.masker, self.grid, cfg.run.seed, rank, schedules.steps_per_epoch,
-            cfg.masking.start_epoch,
+            cfg.masking.start_epoch, schedules.total_steps,
         )  # fmt: skip
         self.koleo = KoLeoLoss() if cfg.loss.koleo > 0 else None
         self.contrastive: DenseContrastiveLoss | None = None
@@ -108,6 +126,16 @@ class IBOTMetaArch(nn.Module):
         # contrastive term need.
         masks_need = self.masker.readout_request()
         self.request = readout_request([self.contrastive_score], depth, masks_need)
+        self.policy: MaskPolicyObjective | None = None
+        if "adv" in kinds:
+            # Its IoU with AttMask-High needs the last block's CLS attention, where there is one.
+            iou = ScoreSpec("raw", (depth - 1,))
+            iou = iou if CLS_ROWS in self.student.backbone.readouts else None
+            self.request = readout_request([iou], depth, self.request)
+            self.adv_lambda = cfg.loss.adv_lambda_ramp()
+            self.policy = MaskPolicyObjective(
+                self.masker.strategies, cfg.loss.adv_estimator, cfg.loss.adv_entropy, iou
+            )
         # The student's forward takes every view at once, so DDP sees one forward per backward.
         self.student_views: nn.Module = self.student
         self.loss = IBOTLoss(
@@ -152,6 +180,7 @@ class IBOTMetaArch(nn.Module):
         }
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.steps_done = int(state.get("step", 0))
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.loss.load_state_dict(state["loss"])
@@ -189,7 +218,7 @@ class IBOTMetaArch(nn.Module):
         b = views.layout.batch_size
         t_temp, tp_temp = self.schedules.teacher_temps(step)
         plan = batch.extras if batch.extras is not None else self.planner(step, b)
-        out = self.losses(views, t_temp, tp_temp, plan)
+        out = self.losses(views, t_temp, tp_temp, plan, step / self.schedules.total_steps)
         with torch.no_grad():
             t_assign = out.teacher_cls.argmax(-1)
             stats = {k: v.float() for k, v in out.terms.items()}
@@ -201,6 +230,8 @@ class IBOTMetaArch(nn.Module):
             "teacher_temp": t_temp,
             "teacher_patch_temp": tp_temp,
         }
+        if self.policy is not None:
+            scalars["adv_lambda"] = self.adv_lambda.at(step / self.schedules.total_steps)
         return StepOutput(out.loss, stats, scalars, t_assign[views.layout.rows(0)])
 
     def losses(
@@ -209,21 +240,30 @@ class IBOTMetaArch(nn.Module):
         teacher_temp: float,
         teacher_patch_temp: float,
         masks: MaskPlan | Tensor,
+        progress: float = 0.0,
     ) -> StepLosses:
         """Teacher forward, masks (finished from a plan, or given as ``[G*B, N]``), student
         forward and the weighted loss terms. The heads run only on the tokens the terms read
-        (see :mod:`mimkit.models.network`)."""
+        (see :mod:`mimkit.models.network`). ``progress``: of training, in [0, 1] (the
+        adversarial policy's lambda)."""
         b = views.layout.batch_size
         teacher_out = self.teacher.encode(views.global_views, self.request)
-        total = None
+        total = width = keys = logits = None
+        if self.policy is not None:  # the policy learns on the teacher's detached tokens
+            logits = policy_scores(self.student, teacher_out)
         if isinstance(masks, MaskPlan):
             total = masks.total  # known on the host: gathering the rows needs no sync
+            width, keys = masks.widest, masks.keys
             masks = self.masker.complete(
                 masks, teacher_out.readout, b, self.grid, self.device
             )
             masks = torch.cat(masks)
         masks = masks.flatten(1)
         picked = masked_patches(masks, total)
+        student_masks = masks
+        if self.policy is not None:
+            lam = self.adv_lambda.at(progress)
+            student_masks = self.policy.student_masks(masks, logits, keys, b, lam)
         embed_rows = None
         if self.contrastive is not None:
             scores = torch.stack(
@@ -234,7 +274,7 @@ class IBOTMetaArch(nn.Module):
             )
             embed_rows = torch.cat(self.contrastive.rows(scores))
         student = self.student_views(
-            views.global_views, masks, views.local_views, picked.rows, embed_rows
+            views.global_views, student_masks, views.local_views, picked.rows, embed_rows
         )
         with torch.no_grad():
             t_patch = self.teacher.head.patch_layer(teacher_out.patch_embed[picked.rows])
@@ -248,7 +288,20 @@ class IBOTMetaArch(nn.Module):
             teacher_temp,
             teacher_patch_temp,
         )
-        loss = terms.pop("loss")
+        loss, patch_ce = terms.pop("loss"), terms.pop("patch_ce")
+        if student.predicted_loss is not None or self.policy is not None:
+            slots = image_slots(picked.rows, masks.shape[1], masks.sum(1), width)
+        if student.predicted_loss is not None:
+            scores = teacher_out.readout.patch_scores["pred"]
+            pred, stats = loss_prediction_terms(student.predicted_loss, patch_ce, scores, slots)
+            loss = loss + self.cfg.loss.pred_weight * pred
+            terms.update(stats)
+        if self.policy is not None:
+            adv, stats = self.policy(
+                logits, masks, keys, b, lam, patch_ce, slots, teacher_out.readout
+            )
+            loss = loss + adv
+            terms.update(stats)
         if self.contrastive is not None:
             pos, neg = student.patch_embed.reshape(2, b, -1, student.patch_embed.shape[-1])
             con = self.contrastive.pairs(pos, neg)
@@ -269,6 +322,12 @@ class IBOTMetaArch(nn.Module):
 
     def after_optimizer_step(self, step: int) -> None:
         self.update_teacher(step)
+        self.steps_done = step + 1
+
+    @property
+    def progress(self) -> float:
+        """How far training has come, in [0, 1] (the schedules' ``mix`` alpha reads it)."""
+        return min(self.steps_done / max(self.schedules.total_steps, 1), 1.0)
 
     @torch.no_grad()
     def update_teacher(self, step: int) -> None:

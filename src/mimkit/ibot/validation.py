@@ -27,6 +27,7 @@ from mimkit.train.compile import check_compile_backend
 def validate_config(cfg: PretrainConfig) -> None:
     """Every check that can fail on user input, before any data is read or file written."""
     cfg.check_fields()  # every number finite and in range, every choice known, first
+    cfg.loss.adv_lambda_ramp()
     m, d = cfg.model, cfg.data
     backbone = backbone_spec(m.arch, m.img_size, m.patch_size)  # raises on bad arch/sizes
     stride = backbone.stage_strides[-1]  # a ViT's patch size, a Swin's final-stage stride

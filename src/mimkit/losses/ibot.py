@@ -59,7 +59,9 @@ class IBOTLoss(nn.Module):
         ``patch_weight [M]`` from :func:`mimkit.losses.masked.masked_patches` (the patch term is
         ``sum(weight * ce)``: per image the mean over its masked patches, then the mean over
         images); teacher_patch_mean ``[G*B, K2]``, each image's teacher patch logits averaged
-        over all of its patches (for the centre)."""
+        over all of its patches (for the centre). Besides the weighted total ``loss`` and the
+        detached terms ``cls`` and ``patch``, ``patch_ce [M]`` is every masked patch's own
+        cross-entropy, detached (what a loss predictor learns to rank)."""
         g = self.num_global
         s_cls = F.log_softmax(student_cls.float() / self.student_temp, dim=-1)
         t_cls = F.softmax((teacher_cls.float() - self.center) / teacher_temp, dim=-1)
@@ -76,11 +78,17 @@ class IBOTLoss(nn.Module):
 
         s_patch = F.log_softmax(student_patch.float() / self.student_temp, dim=-1)
         t_patch = F.softmax((teacher_patch.float() - self.center2[0]) / teacher_patch_temp, dim=-1)
-        patch_loss = (_cross_entropy(t_patch, s_patch) * patch_weight).sum()
+        patch_ce = _cross_entropy(t_patch, s_patch)
+        patch_loss = (patch_ce * patch_weight).sum()
 
         self.update_center(teacher_cls, teacher_patch_mean)
         total = self.lambda1 * cls_loss + self.lambda2 * patch_loss
-        return {"loss": total, "cls": cls_loss.detach(), "patch": patch_loss.detach()}
+        return {
+            "loss": total,
+            "cls": cls_loss.detach(),
+            "patch": patch_loss.detach(),
+            "patch_ce": patch_ce.detach(),
+        }
 
     @torch.no_grad()
     def update_center(self, teacher_cls: Tensor, teacher_patch_mean: Tensor) -> None:

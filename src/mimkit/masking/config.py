@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from mimkit.config import check_field, choice, ranged
 from mimkit.errors import ConfigError
+from mimkit.masking.curriculum import RAMP_SHAPES, Ramp
 
 RATIO_PER = ("image", "batch", "step")
 HINT_REVEALS = ("own", "independent")
@@ -22,7 +23,10 @@ class MaskingConfig:
     fraction to reveal from. ``hint_reveal``: ``own`` reveals ``floor(show_max * r * N)`` with
     the image's own r; ``independent`` draws another ratio for the count, as AttMask does
     (see :func:`mimkit.masking.select.select_mask`). ``start_epoch``: no masks before this
-    (fractional) epoch, iBOT's ``pred_start_epoch``.
+    (fractional) epoch, iBOT's ``pred_start_epoch``. ``alpha`` and ``alpha_schedule``: the
+    ``mix`` mode's share of score-ranked patches, from ``alpha[0]`` to ``alpha[1]`` over
+    training (constant, linear, cosine or step; values in [-1, 1], negative ones rank from the
+    lowest score), for a ``mix`` strategy without its own (HPM: linear from 0 to 0.5).
     """
 
     strategies: list[str] = field(default_factory=lambda: ["block"])
@@ -32,6 +36,13 @@ class MaskingConfig:
     show_max: float = ranged(0.1, "(0, 1]")
     hint_reveal: str = choice("own", HINT_REVEALS)
     start_epoch: float = ranged(0.0, ">= 0")
+    alpha: tuple[float, float] = ranged((0.0, 0.5), "[-1, 1]")  # mix: start and end (HPM)
+    alpha_schedule: str = choice("linear", RAMP_SHAPES)
+
+    def alpha_ramp(self) -> Ramp:
+        """``mix``'s default schedule, checked (ConfigError naming the field)."""
+        a0, a1 = (float(a) for a in self.alpha)
+        return Ramp(a0, a1, self.alpha_schedule).check("masking.alpha", -1.0, 1.0)
 
     def validate(self) -> MaskingConfig:
         """ConfigError naming the first bad field (strategies are checked against a backbone
@@ -48,4 +59,5 @@ class MaskingConfig:
             raise ConfigError(f"mask ratio range must satisfy 0 <= lo <= hi < 1, got {r!r}")
         for f in dataclasses.fields(self):
             check_field(f"masking.{f.name}", getattr(self, f.name), f)
+        self.alpha_ramp()
         return self

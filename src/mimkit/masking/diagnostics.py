@@ -1,6 +1,7 @@
-"""What a strategy's masks do, measured on tensors (docs/method.md, section "Mask
-diagnostics"): object coverage, overlap with another strategy's masks against chance, and
-the entropy of an attention score. Pure functions, batched over images ``[B, N]``; the
+"""What a strategy's masks do, measured on tensors (docs/method.md, sections "Mask
+diagnostics" and "Learned scores"): object coverage, overlap with another strategy's masks
+against chance, the entropy of an attention score, and how well a score orders the real
+per-patch losses. Pure functions, batched over images ``[B, N]``, on any device; the
 model-side diagnostics (hardness) are in :mod:`mimkit.ibot.mask_diagnostics`.
 """
 
@@ -61,6 +62,14 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.nan)
 
 
+def mean_iou(a: Tensor, b: Tensor) -> Tensor:
+    """:func:`mask_iou` averaged over the images where either masks anything (0 when none
+    does), without reading anything back to the host: for the training step's log."""
+    iou = mask_iou(a, b)
+    used = ~iou.isnan()
+    return torch.where(used, iou, 0.0).sum() / used.sum().clamp_min(1)
+
+
 @cache
 def chance_iou(k: int, n: int) -> float:
     """The expected IoU of two independent uniformly random ``k``-subsets of ``n`` patches:
@@ -83,3 +92,27 @@ def normalized_entropy(scores: Tensor) -> Tensor:
     p = p / p.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     h = -(torch.where(p > 0, p * p.log(), 0.0)).sum(dim=1)
     return h / math.log(p.shape[1])
+
+
+MIN_RANKED = 3  # fewer values than this give no rank correlation
+
+
+def _ranks(values: Tensor, valid: Tensor) -> Tensor:
+    """0-based ranks within each row among the valid cells (invalid cells rank last)."""
+    filled = torch.where(valid, values.float(), torch.inf)
+    return filled.argsort(dim=1).argsort(dim=1).float()
+
+
+def spearman_per_image(x: Tensor, y: Tensor, valid: Tensor) -> Tensor:
+    """Spearman's rank correlation of ``x`` and ``y`` ``[I, W]`` over each row's valid cells,
+    averaged over the rows with at least 3 of them (0 when none has). Ties are ranked in
+    an arbitrary order."""
+    rx, ry = _ranks(x, valid), _ranks(y, valid)
+    n = valid.sum(1, keepdim=True).clamp_min(1)
+    w = valid.float()
+    dx = (rx - (rx * w).sum(1, keepdim=True) / n) * w
+    dy = (ry - (ry * w).sum(1, keepdim=True) / n) * w
+    denom = (dx.square().sum(1) * dy.square().sum(1)).sqrt()
+    rho = (dx * dy).sum(1) / denom.clamp_min(torch.finfo(denom.dtype).tiny)
+    used = (valid.sum(1) >= MIN_RANKED) & (denom > 0)
+    return torch.where(used, rho, 0.0).sum() / used.sum().clamp_min(1)

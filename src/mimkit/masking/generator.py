@@ -14,6 +14,7 @@ from mimkit.masking.config import MaskingConfig
 from mimkit.masking.plan import MaskPlan
 from mimkit.masking.select import uniform
 from mimkit.masking.strategy import (
+    CropPlan,
     MaskStrategy,
     ScoreSpec,
     finish_crop,
@@ -38,8 +39,9 @@ class MaskGenerator:
             raise ConfigError("no mask strategy given")
         self.depth = depth
         self.config = config.validate()
+        alpha = self.config.alpha_ramp()
         self.strategies = [
-            (parse_strategy(s, depth) if isinstance(s, str) else s.resolve(depth))
+            (parse_strategy(s, depth) if isinstance(s, str) else s.resolve(depth)).with_alpha(alpha)
             for s in strategies
         ]
 
@@ -84,11 +86,16 @@ class MaskGenerator:
         return ratio, self.draw_ratios(batch_size, generator, device) if independent else None
 
     def plan(
-        self, batch_size: int, grid: int, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        grid: int,
+        generator: torch.Generator | None = None,
+        progress: float = 0.0,
     ) -> MaskPlan:
         """Everything that needs no teacher, on the CPU: per crop, in order, the ratios, its
-        :func:`~mimkit.masking.strategy.plan_crop` (a random or block mask, or the masked
-        ranks of an attention-guided crop, hint's reveals included) and the skips."""
+        :func:`~mimkit.masking.strategy.plan_crop` (a random, block or green mask, or the
+        masked ranks of a scored crop, hint's reveals included, and the keys of mix and
+        sample) and the skips. ``progress``: of training, in [0, 1] (mix's schedule)."""
         cpu = torch.device("cpu")
         hints = [s.mode == "hint" for s in self.strategies]
         # ratio_per step: one draw (and one reveal draw) shared by every crop, as AttMask.
@@ -97,16 +104,19 @@ class MaskGenerator:
             if self.config.ratio_per == "step"
             else None
         )
-        parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        parts: list[tuple[Tensor, ...]] = []
         for c, strategy in enumerate(self.strategies):
             ratio, reveal = shared or self._crop_ratios(hints[c], batch_size, generator, cpu)
-            mask = plan_crop(
-                strategy, batch_size, grid, ratio, generator, cpu, self.config.show_max, reveal
-            )
+            crop = plan_crop(
+                strategy, batch_size, grid, ratio, generator, cpu, self.config.show_max, reveal,
+                progress,
+            )  # fmt: skip
             keep = uniform((batch_size,), generator, cpu) < self.config.mask_prob
-            parts.append((ratio.contiguous(), keep, mask & keep[:, None]))
-        ratios, keeps, masks = (torch.stack(p) for p in zip(*parts, strict=True))
-        return MaskPlan(ratios, keeps, masks, masks.sum(2))
+            keys = crop.keys if crop.keys is not None else torch.zeros(crop.masks.shape)
+            counts = torch.where(keep, crop.counts, 0)
+            parts.append((ratio.contiguous(), keep, crop.masks & keep[:, None], counts, keys))
+        ratios, keeps, masks, counts, keys = (torch.stack(p) for p in zip(*parts, strict=True))
+        return MaskPlan(ratios, keeps, masks, counts, keys)
 
     def complete(
         self,
@@ -125,7 +135,7 @@ class MaskGenerator:
         return [
             finish_crop(
                 strategy,
-                plan.masks[c],
+                CropPlan(plan.masks[c], plan.keys[c], plan.counts[c]),
                 readout.rows(layout.rows(c)) if readout is not None else None,
                 grid,
                 device,
@@ -140,10 +150,11 @@ class MaskGenerator:
         grid: int,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        progress: float = 0.0,
     ) -> list[Tensor]:
         """One bool mask ``[B, G, G]`` per global crop (True = replaced by the mask token):
         :meth:`plan` from ``generator``, then :meth:`complete`."""
-        plan = self.plan(batch_size, grid, generator)
+        plan = self.plan(batch_size, grid, generator, progress)
         return self.complete(plan, readout, batch_size, grid, device)
 
 
@@ -151,6 +162,7 @@ def _pick_device(readout: Readout | None, device: torch.device | str | None) -> 
     if device is not None:
         return torch.device(device)
     if readout is not None:
-        for t in (*readout.cls_attn.values(), *readout.rollout.values()):
+        scores = readout.patch_scores.values()
+        for t in (*readout.cls_attn.values(), *readout.rollout.values(), *scores):
             return t.device
     return torch.device("cpu")

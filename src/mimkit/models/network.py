@@ -4,6 +4,10 @@ The student's head runs only on the tokens a loss reads: every CLS token, the ma
 (the patch term) and the patches the dense contrastive term picks. The teacher's head runs on
 every patch, because the patch centre is the mean of all its patch logits; its prototype
 layer runs on the mean embedding instead (it is linear) and on the masked rows.
+
+Optional score heads (``models/score_heads.py``): the student's loss predictor ``pred`` runs on
+the masked patch tokens (the patch term's rows), the teacher's on every patch of its unmasked
+crops, where its scores join the readout as ``patch_scores["pred"]``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class StudentOutput:
     patch_logits: Tensor  # [M, K2]: the rows ``patch_rows`` of the global crops' patches
     patch_embed: Tensor  # [E, bottleneck], L2-normalised: the rows ``embed_rows``
     global_cls: Tensor  # [G*B, D]: the global crops' pooled tokens (a ViT's CLS token)
+    predicted_loss: Tensor | None = None  # [M]: the loss predictor on the ``patch_rows``
 
 
 @dataclass
@@ -32,13 +37,21 @@ class TeacherOutput:
     patch_embed: Tensor  # [B*N, bottleneck], L2-normalised, row-major over (image, patch)
     patch_mean_logits: Tensor  # [B, K2]: each image's patch logits averaged over its patches
     readout: Readout
+    patch_tokens: Tensor  # [B, N, D]: the backbone's last-layer patch tokens
 
 
 class IBOTNetwork(nn.Module):
-    def __init__(self, backbone: Backbone, head: IBOTHead) -> None:
+    def __init__(
+        self, backbone: Backbone, head: IBOTHead, score_heads: nn.ModuleDict | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.score_heads = score_heads
+
+    def score_head(self, kind: str) -> nn.Module | None:
+        heads = self.score_heads
+        return heads[kind] if heads is not None and kind in heads else None
 
     def forward(
         self,
@@ -62,11 +75,13 @@ class IBOTNetwork(nn.Module):
         picked = f.patches.flatten(0, 1).index_select(0, rows)
         z = self.head.embed(torch.cat([*cls, picked]))  # one MLP pass over every needed token
         n_cls, m = sum(c.shape[0] for c in cls), patch_rows.shape[0]
+        predictor = self.score_head("pred")
         return StudentOutput(
             self.head.last_layer(z[:n_cls]),
             self.head.patch_layer(z[n_cls : n_cls + m]),
             z[n_cls + m :],
             f.pooled,
+            predictor(picked[:m]) if predictor is not None else None,
         )
 
     @torch.no_grad()
@@ -77,8 +92,11 @@ class IBOTNetwork(nn.Module):
         z_cls, z = self.head.embed(f.pooled), self.head.embed(f.patches)
         # mean_j (W z_j) = W mean_j z_j: the prototype layer has no bias.
         mean_logits = self.head.patch_layer(z.float().mean(dim=1))
+        predictor = self.score_head("pred")
+        if predictor is not None:
+            f.readout.patch_scores["pred"] = predictor(f.patches).float()
         return TeacherOutput(
-            self.head.last_layer(z_cls), z.flatten(0, 1), mean_logits, f.readout
+            self.head.last_layer(z_cls), z.flatten(0, 1), mean_logits, f.readout, f.patches
         )
 
     def no_weight_decay(self) -> set[str]:

@@ -47,16 +47,20 @@ class Readout:
     ``cls_attn[l]``: block l's CLS-to-patch attention, ``[B, H, N]``.
     ``rollout[(i, j)]``: the CLS row of ``M_j @ ... @ M_i`` over that inclusive range of
     blocks (see :func:`rollout_matrix`), patch columns, ``[B, N]``.
+    ``patch_scores[kind]``: a learned per-patch score ``[B, N]`` computed from the pass's
+    patch tokens by a head (``models/score_heads.py``), e.g. ``pred`` or ``adv``.
     """
 
     cls_attn: dict[int, Tensor] = field(default_factory=dict)
     rollout: dict[tuple[int, int], Tensor] = field(default_factory=dict)
+    patch_scores: dict[str, Tensor] = field(default_factory=dict)
 
     def rows(self, rows: slice) -> Readout:
         """The same read-outs for a slice of the batch (e.g. one crop's images)."""
         return Readout(
             cls_attn={k: v[rows] for k, v in self.cls_attn.items()},
             rollout={k: v[rows] for k, v in self.rollout.items()},
+            patch_scores={k: v[rows] for k, v in self.patch_scores.items()},
         )
 
 

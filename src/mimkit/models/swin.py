@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from mimkit.models.backbone import Backbone, Features
+from mimkit.models.mask_token import put_mask_token
 from mimkit.models.readout import Readout, ReadoutRequest
 from mimkit.models.spec import BackboneSpec
 from mimkit.models.vit import Mlp, _init_weights
@@ -197,7 +198,7 @@ class SwinTransformer(Backbone):
             mask = mask.reshape(b, g, g)
             up = h // g  # one final-stage token covers up x up patch tokens
             mask = mask.repeat_interleave(up, 1).repeat_interleave(up, 2)
-            tokens = torch.where(mask[..., None], self.masked_embed.to(tokens.dtype), tokens)
+            tokens = put_mask_token(tokens, mask, self.masked_embed)
         return tokens
 
     def _features(self, x: Tensor) -> Features:

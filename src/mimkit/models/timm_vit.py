@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mimkit.errors import ConfigError
 from mimkit.models.backbone import Backbone, Features
+from mimkit.models.mask_token import put_mask_token
 from mimkit.models.readout import Readout, ReadoutRecorder, ReadoutRequest, attention_with_readout
 from mimkit.models.spec import TIMM_PREFIX, BackboneSpec
 
@@ -117,8 +118,8 @@ class TimmViT(Backbone):
         vit = self.vit
         tokens = vit.patch_embed(x)  # [B, H, W, D]
         if mask is not None:
-            mask = mask.reshape(*tokens.shape[:-1], 1)
-            tokens = torch.where(mask, self.masked_embed.to(tokens.dtype), tokens)
+            mask = mask.reshape(tokens.shape[:-1])
+            tokens = put_mask_token(tokens, mask, self.masked_embed)
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(tokens)))
 
     def _features(self, x: Tensor, readout: Readout) -> Features:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from mimkit.models.backbone import CLS_ROWS, ROLLOUT, Backbone, Features
+from mimkit.models.mask_token import put_mask_token
 from mimkit.models.readout import (
     Readout,
     ReadoutRecorder,
@@ -164,7 +165,7 @@ class VisionTransformer(Backbone):
                     f"mask has {mask.shape[1]} patches but the image has {tokens.shape[1]}"
                 )
             # Replace before the position embedding is added, as iBOT does.
-            tokens = torch.where(mask.unsqueeze(-1), self.masked_embed.to(tokens.dtype), tokens)
+            tokens = put_mask_token(tokens, mask, self.masked_embed)
         cls = self.cls_token.expand(b, -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
         return tokens + self.interpolate_pos_embed(h // self.patch_size, w // self.patch_size)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mimkit.errors import ConfigError
 from mimkit.masking import (
+    MaskingConfig,
     MaskStrategy,
     check_supported,
     cls_attention_scores,
@@ -111,24 +112,36 @@ def _concat(readouts: list[Readout]) -> Readout:
     return Readout(
         cls_attn={k: torch.cat([r.cls_attn[k] for r in readouts]) for k in first.cls_attn},
         rollout={k: torch.cat([r.rollout[k] for r in readouts]) for k in first.rollout},
+        patch_scores={
+            k: torch.cat([r.patch_scores[k] for r in readouts]) for k in first.patch_scores
+        },
     )
 
 
 @torch.no_grad()
 def teacher_readout(
-    model: Backbone, images: Tensor, request: ReadoutRequest, batch_size: int = 32
+    model: Backbone,
+    images: Tensor,
+    request: ReadoutRequest,
+    batch_size: int = 32,
+    score_heads: Mapping[str, nn.Module] | None = None,
 ) -> Readout:
-    """One forward per chunk of ``batch_size`` images, reporting ``request``, on CPU."""
+    """One forward per chunk of ``batch_size`` images, reporting ``request`` and the learned
+    scores of ``score_heads`` (kind -> head on the patch tokens), on CPU."""
     model.eval()
     device = next(model.parameters()).device
     parts = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
-        readout = model.forward_features(x, request=request).readout
+        f = model.forward_features(x, request=request)
         parts.append(
             Readout(
-                cls_attn={k: v.float().cpu() for k, v in readout.cls_attn.items()},
-                rollout={k: v.float().cpu() for k, v in readout.rollout.items()},
+                cls_attn={k: v.float().cpu() for k, v in f.readout.cls_attn.items()},
+                rollout={k: v.float().cpu() for k, v in f.readout.rollout.items()},
+                patch_scores={
+                    k: head.to(device)(f.patches).float().cpu()
+                    for k, head in (score_heads or {}).items()
+                },
             )
         )
     return _concat(parts)
@@ -143,27 +156,33 @@ def compute_masks(
     seed: int = 0,
     show_max: float = 0.1,
     batch_size: int = 32,
+    progress: float = 1.0,
+    score_heads: Mapping[str, nn.Module] | None = None,
 ) -> MaskResult:
     """Attention maps and one mask per strategy for normalised ``images`` ``[B, C, H, W]``.
 
     Every image is masked (mask_prob 1) at exactly ``ratio``, by the same ``mask_crop`` that
-    training uses. Each strategy draws from its own generator seeded by ``(seed, position in
-    the list)``, so results are deterministic.
+    training uses, at ``progress`` of training (``mix``'s schedule; a ``mix`` without its own
+    follows ``masking.alpha``'s default). Learned scores (``pred``, ``adv``) come from
+    ``score_heads`` on the model's patch tokens. Each strategy draws from its own generator
+    seeded by ``(seed, position in the list)``, so results are deterministic.
     """
     depth, readouts = model.depth, model.readouts
     grid = model.grid_size(images.shape[-1])
     b = images.shape[0]
     request = panels_request(strategies, layers, depth, readouts)
-    readout = teacher_readout(model, images, request, batch_size)
+    readout = teacher_readout(model, images, request, batch_size, score_heads)
     result = MaskResult(grid=grid, depth=depth)
     if CLS_ROWS in readouts:
         for layer in layers:
             result.attention[layer] = cls_attention_scores(readout.cls_attn[layer], "mean")
     if ROLLOUT in readouts:
         result.rollout = readout.rollout[(0, depth - 1)]
+    alpha = MaskingConfig().alpha_ramp()
     for i, strategy in enumerate(strategies):
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-        m = mask_crop(strategy, readout, b, grid, ratio, gen, "cpu", show_max)
+        strategy = strategy.with_alpha(alpha)
+        m = mask_crop(strategy, readout, b, grid, ratio, gen, "cpu", show_max, None, progress)
         result.masks[strategy.label] = m.cpu()
     return result
 
