@@ -17,12 +17,15 @@ also names what its results depend on (:meth:`settings_key`): a change there eva
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from mimkit.config import SectionedConfig, choice, ranged
 from mimkit.errors import ConfigError
 from mimkit.evaluate.features import FEATURE_MODES
+from mimkit.finetune.config import load_finetune_config
 from mimkit.ibot.mask_diagnostics import DIAGNOSTICS_VERSION
 
 KNN_FEATURES = ("cls", "cls+avgpool")
@@ -106,7 +109,9 @@ class FinetuneEval:
         )
 
     def settings_key(self) -> dict[str, Any]:
-        return {"recipe": self.recipe}
+        """The recipe's name and what it holds: a changed recipe fine-tunes again."""
+        text = json.dumps(load_finetune_config(self.recipe).to_dict(), sort_keys=True)
+        return {"recipe": self.recipe, "digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 @dataclass
