@@ -88,14 +88,15 @@ def reproduce(args: list[str]) -> str:
     return "mimkit pretrain " + " ".join(shlex.quote(a) for a in shown)
 
 
-def idle_speed(out: Path) -> dict[str, float]:
+def idle_speed(out: Path, one_thread: bool = False) -> dict[str, float]:
     """Each recipe's images/s on an idle 2-core machine, from ``recipe_speed.py``'s
-    ``speed.json`` (empty when it has not been run)."""
+    ``speed.json`` (empty when it has not been run); ``one_thread``: on one torch thread, as
+    the runs of ``mimkit compare --jobs 2`` train (no calibration needed)."""
     path = out / "speed.json"
     if not path.exists():
         return {}
     known = json.loads(path.read_text())
-    scale = known.get("scale")
+    scale = 1.0 if one_thread else known.get("scale")
     if not scale:
         return {}
     return {k: v * scale for k, v in known["one_thread_images_per_s"].items()}
@@ -170,7 +171,7 @@ def run_one(data, recipe, out: Path, threads: int, python: str) -> str:
     return f"{recipe['name']}: rc {rc} in {(time.time() - t0) / 60:.1f} min"
 
 
-def report(data, recipes, out: Path) -> str:
+def report(data, recipes, out: Path, one_thread: bool = False) -> str:
     lines = [
         "| recipe | what changes | "
         + " | ".join(f"{m} min" for m in MARKS)
@@ -180,7 +181,7 @@ def report(data, recipes, out: Path) -> str:
     with (out / "study.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["recipe", "epoch", "step", "minutes", "images_per_s", "knn_top1", "loss"])
-        speeds = idle_speed(out)
+        speeds = idle_speed(out, one_thread)
         for recipe in recipes:
             rows = curve(out / recipe["name"], speeds.get(recipe["name"]))
             for r in rows:
@@ -224,6 +225,11 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="minutes at one torch thread (recipe_speed.py's measure), as compare --jobs 2 runs",
+    )
     args = p.parse_args()
     data, recipes = load_recipes(args.recipes)
     chosen = [r for r in recipes if not args.only or r["name"] in args.only]
@@ -236,7 +242,7 @@ def main() -> None:
             ]
             for fut in futures:
                 print(fut.result(), flush=True)
-    print(report(data, recipes, args.out))
+    print(report(data, recipes, args.out, args.one_thread))
 
 
 if __name__ == "__main__":
