@@ -297,27 +297,35 @@ def shipped_config_names(folder: str | None = None) -> list[str]:
     )
 
 
-def read_config_file(name_or_path: str, folder: str | None = None) -> dict[str, Any]:
-    """Read a YAML config from a path, or by the name of a config shipped with mimkit (in
-    ``mimkit/configs``, or its sub-``folder`` such as ``finetune``)."""
-    path = Path(name_or_path)
+def config_text(name_or_path: str, folder: str | None = None) -> tuple[str, str]:
+    """The text of a YAML config given by path or by the name of a config shipped with mimkit
+    (in ``mimkit/configs``, or its sub-``folder`` such as ``finetune`` or ``compare``), and
+    where it came from."""
+    path = Path(name_or_path).expanduser()
     if path.is_file():
-        text = path.read_text()
-    else:
-        name = f"{name_or_path.removesuffix('.yaml')}.yaml"
-        shipped = _shipped_folder(folder) / name
-        if not shipped.is_file():
-            raise ConfigError(
-                f"config {name_or_path!r} is neither a file nor a shipped config "
-                f"({', '.join(shipped_config_names(folder))})"
-            )
-        text = shipped.read_text()
+        return path.read_text(), str(path)
+    name = f"{name_or_path.removesuffix('.yaml')}.yaml"
+    shipped = _shipped_folder(folder) / name
+    kind = f"{folder} config" if folder else "config"
+    if not shipped.is_file():
+        raise ConfigError(
+            f"{kind} {name_or_path!r} is neither a file nor a shipped {kind} "
+            f"({', '.join(shipped_config_names(folder)) or 'none'})"
+        )
+    return shipped.read_text(), "/".join(("mimkit/configs", *([folder] if folder else []), name))
+
+
+def read_config_file(name_or_path: str, folder: str | None = None) -> dict[str, Any]:
+    """The YAML mapping of a config given by path or shipped name (see :func:`config_text`)."""
+    text, _ = config_text(name_or_path, folder)
+    kind = f"{folder} config" if folder else "config"
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config {name_or_path!r} is not valid YAML: {err}") from None
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"{kind} {name_or_path!r} is not valid YAML: {first}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {name_or_path!r} must be a mapping of sections")
+        raise ConfigError(f"{kind} {name_or_path!r} must be a mapping")
     return data
 
 

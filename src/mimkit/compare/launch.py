@@ -18,8 +18,9 @@ from mimkit.compare.spec import RunSpec
 from mimkit.errors import MimkitError
 
 
-class CompareInterrupted(MimkitError):
-    """Ctrl-C / SIGTERM during a run: what is finished is kept; rerun to resume."""
+class CompareInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during a run: what is finished is kept; rerun to resume. An
+    interruption, not a user error (the command answers it with exit code 130)."""
 
 
 class RunFailed(MimkitError):

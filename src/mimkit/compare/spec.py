@@ -22,13 +22,13 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mimkit.compare.settings import EvalSettings
+from mimkit.config import config_text, read_config_file, shipped_config_names
 from mimkit.errors import ConfigError, MimkitError
 from mimkit.ibot.config import PretrainConfig, load_config
 
@@ -95,41 +95,18 @@ class CompareConfig:
 
 # -- reading ----------------------------------------------------------------------------
 def shipped_compare_names() -> list[str]:
-    folder = resources.files("mimkit.configs") / SHIPPED_COMPARE_CONFIGS
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    return shipped_config_names(SHIPPED_COMPARE_CONFIGS)
 
 
 def read_compare_file_text(name_or_path: str) -> tuple[str, str]:
     """The text of a compare config given by path or shipped name, and where it came from."""
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path.read_text(), str(path)
-    name = name_or_path.removesuffix(".yaml")
-    shipped = resources.files("mimkit.configs") / SHIPPED_COMPARE_CONFIGS / f"{name}.yaml"
-    if not shipped.is_file():
-        names = ", ".join(shipped_compare_names()) or "none"
-        raise ConfigError(
-            f"compare config {name_or_path!r} is neither a file nor a shipped compare "
-            f"config ({names})"
-        )
-    return shipped.read_text(), f"mimkit/configs/compare/{name}.yaml"
+    return config_text(name_or_path, SHIPPED_COMPARE_CONFIGS)
 
 
 def read_compare_file(name_or_path: str) -> tuple[dict[str, Any], str]:
     """The YAML mapping of a compare config given by path or shipped name, and its source."""
-    text, source = read_compare_file_text(name_or_path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(f"compare config {name_or_path!r} is not valid YAML: {first}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"compare config {name_or_path!r} must be a mapping")
-    return data, source
+    data = read_config_file(name_or_path, SHIPPED_COMPARE_CONFIGS)
+    return data, read_compare_file_text(name_or_path)[1]
 
 
 def _flatten_overrides(value: Any, where: str) -> list[tuple[str, Any]]:
