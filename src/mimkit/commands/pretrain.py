@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimkit.commands.config_args import Flags, add_config_arguments, config_overrides
@@ -70,14 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from mimkit.ibot.pretrain import run_pretraining
 
     cfg = load_config(args.config, collect_overrides(args))
-    note = knn_without_val_split(cfg)
 
     from mimkit.data import describe_data_spec
 
     def announce(loop: TrainLoop) -> None:
         if loop.dist.is_main:
-            if note:
-                print(f"mimkit pretrain: note: {note}", flush=True)
             m, d = cfg.model, cfg.data
             print(
                 f"mimkit pretrain: {m.arch} {m.img_size}px/{m.patch_size}, "
@@ -108,35 +104,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def knn_without_val_split(cfg: Any) -> str | None:
-    """Turn the online and final k-NN off when the training data has no val split (a plain
-    folder of class folders, IDX files without t10k-*) and none is named: the run would
-    otherwise stop at its first k-NN. Returns the note that says so (None: nothing changed).
-    A named ``data.val_dataset`` that cannot be used is a DataError, before any work."""
-    from mimkit.data import validate_data_spec
-    from mimkit.errors import MimkitError
-
-    d, r = cfg.data, cfg.run
-    if d.val_dataset:
-        validate_data_spec(d.val_dataset, "val")
-        return None
-    if not (r.final_knn or r.knn_every_epochs):
-        return None
-    try:
-        validate_data_spec(d.dataset, "train")
-    except MimkitError:
-        return None  # the data itself is refused later, with its own message
-    try:
-        validate_data_spec(d.dataset, "val")
-    except MimkitError:
-        r.final_knn, r.knn_every_epochs = False, 0
-        return (
-            f"{d.dataset} has no val split: no k-NN during or after training "
-            "(--set data.val_dataset=DATA names one)"
-        )
-    return None
-
-
 def interruption_line(result: Any) -> str:
     """What a stopped or interrupted run left, in one line."""
     if result.status == "knn_interrupted":
@@ -153,38 +120,14 @@ def interruption_line(result: Any) -> str:
 
 def print_final_knn(cfg: Any, scores: dict[str, float]) -> None:
     """The final k-NN line, with raw pixels and random weights on the same split beside it."""
-    import torch
+    from mimkit.ibot.pretrain import knn_references
 
-    from mimkit.devices import resolve_device
-    from mimkit.evaluate.reference import reference_knn
-    from mimkit.ibot.pretrain import knn_hook
-    from mimkit.models import build_vit
-
-    def random_backbone() -> Any:
-        torch.manual_seed(cfg.run.seed)  # the run's own initial weights
-        return build_vit(cfg.model.arch, cfg.model.img_size, cfg.model.patch_size)
-
-    train, val = knn_hook(cfg).datasets()
-    k = int(scores["k"])
+    ref = knn_references(cfg, int(scores["k"]))
     print(
-        f"k-NN top-1 (teacher CLS, k={k}, T=0.07, {len(val)} {cfg.data.dataset} val images "
-        f"against {len(train)} train images): {scores['top1']:.2f} %",
+        f"k-NN top-1 (teacher CLS, k={int(scores['k'])}, T=0.07, {ref['num_val']} "
+        f"{cfg.data.dataset} val images against {ref['num_train']} train images): "
+        f"{scores['top1']:.2f} %",
         flush=True,
-    )
-    key = {
-        "data": cfg.data.dataset,
-        "subset": cfg.data.subset,
-        "model": [cfg.model.arch, cfg.model.img_size, cfg.model.patch_size],
-        "seed": cfg.run.seed,
-    }
-    ref = reference_knn(
-        random_backbone,
-        train,
-        val,
-        resolve_device(cfg.run.device),
-        k=k,
-        cache=Path(cfg.run.output_dir) / "reference_knn.json",
-        key=key,
     )
     print(
         f"  same split and protocol: raw pixels {ref['raw_pixels']:.2f} %, "

@@ -6,18 +6,26 @@ trains (resuming when there is a checkpoint) and returns a :class:`PretrainResul
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimkit.errors import NonFiniteLossError
+import torch
+from torch import nn
+
+from mimkit.data import validate_data_spec
+from mimkit.devices import resolve_device
+from mimkit.errors import MimkitError, MimkitWarning, NonFiniteLossError
 from mimkit.evaluate.online import OnlineKnnHook
+from mimkit.evaluate.reference import reference_knn
 from mimkit.ibot.config import PretrainConfig
 from mimkit.ibot.data import build_train_data
 from mimkit.ibot.mask_diagnostics import MaskDiagnosticsHook
 from mimkit.ibot.meta_arch import IBOTMetaArch
 from mimkit.ibot.schedules import Schedules
 from mimkit.ibot.validation import validate_config
+from mimkit.models import build_vit
 from mimkit.train import checkpoint as ckpt
 from mimkit.train.distributed import start_process
 from mimkit.train.loop import LoopSettings, TrainLoop
@@ -73,12 +81,61 @@ def knn_hook(cfg: PretrainConfig) -> OnlineKnnHook:
     )
 
 
+def knn_without_val_split(cfg: PretrainConfig) -> str | None:
+    """Turn the online and final k-NN off when the training data has no val split (a plain
+    folder of class folders, IDX files without t10k-*) and none is named: the run would
+    otherwise stop at its first k-NN. Returns the note that says so (None: nothing changed).
+    A named ``data.val_dataset`` that cannot be used is a DataError, before any work."""
+    d, r = cfg.data, cfg.run
+    if d.val_dataset:
+        validate_data_spec(d.val_dataset, "val")
+        return None
+    if not (r.final_knn or r.knn_every_epochs):
+        return None
+    try:
+        validate_data_spec(d.dataset, "train")
+    except MimkitError:
+        return None  # the data itself is refused later, with its own message
+    try:
+        validate_data_spec(d.dataset, "val")
+    except MimkitError:
+        r.final_knn, r.knn_every_epochs = False, 0
+        return (
+            f"{d.dataset} has no val split: no k-NN during or after training "
+            "(--set data.val_dataset=DATA names one)"
+        )
+    return None
+
+
+def knn_references(cfg: PretrainConfig, k: int) -> dict[str, float]:
+    """Raw pixels' and this ViT's random weights' k-NN top-1 on the final k-NN's own split
+    and protocol (what the figure means), cached beside the run; with the split sizes."""
+    def random_backbone() -> nn.Module:
+        torch.manual_seed(cfg.run.seed)  # the run's own initial weights
+        return build_vit(cfg.model.arch, cfg.model.img_size, cfg.model.patch_size)
+
+    train, val = knn_hook(cfg).datasets()
+    key = {
+        "data": cfg.data.dataset,
+        "subset": cfg.data.subset,
+        "model": [cfg.model.arch, cfg.model.img_size, cfg.model.patch_size],
+        "seed": cfg.run.seed,
+    }
+    cache = Path(cfg.run.output_dir) / "reference_knn.json"
+    device = resolve_device(cfg.run.device)
+    ref = reference_knn(random_backbone, train, val, device, k=k, cache=cache, key=key)
+    return {**ref, "num_train": len(train), "num_val": len(val)}
+
+
 def build_pretraining(
     cfg: PretrainConfig, resume: bool = True, resume_from: str | Path | None = None
 ) -> TrainLoop:
     """Everything checked first, then built: ``resume`` continues from the output folder's
     checkpoint (else refuses to overwrite it), ``resume_from`` from that file instead."""
     validate_config(cfg)
+    note = knn_without_val_split(cfg)
+    if note:
+        warnings.warn(note, MimkitWarning, stacklevel=2)
     source = ckpt.resume_source(cfg.run.output_dir, resume, resume_from)
     dist, device = start_process(cfg.run.device, cfg.run.threads)
     lock = lock_output_dir(Path(cfg.run.output_dir), dist)
