@@ -159,6 +159,28 @@ def test_the_docs_show_every_sub_command():
     assert readme[0].argv == ["pretrain"], "the README's first command is the main command"
 
 
+def documented_compare_configs() -> list[tuple[str, str]]:
+    """The compare configs written out in the pages' ```yaml blocks: (page, text)."""
+    found = []
+    for path in PAGES:
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S):
+            if re.search(r"^strategies:", block, re.M):
+                found.append((path.relative_to(ROOT).as_posix(), block))
+    return found
+
+
+def test_a_documented_compare_config_builds_its_grid(tmp_path):
+    import yaml
+
+    from mimkit.compare import build_grid, parse_compare_config
+
+    configs = documented_compare_configs()
+    assert configs, "docs/compare.md shows a compare config"
+    for page, text in configs:
+        grid = build_grid(parse_compare_config(yaml.safe_load(text), page), tmp_path)
+        assert grid, page
+
+
 # -- links ----------------------------------------------------------------------------------
 def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a Markdown heading."""
