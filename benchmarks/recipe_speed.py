@@ -87,7 +87,7 @@ def measure(data: dict[str, Any], recipes: list[dict[str, Any]], rounds: int, st
             for name, (loop, crops) in loops.items():
                 cpu[name] += time_steps(loop, crops, 2 + rnd * steps, steps)[0]
     return {
-        name: loops[name][0].cfg.optim.batch_size / statistics.median(ts)
+        name: loops[name][0].method.cfg.optim.batch_size / statistics.median(ts)
         for name, ts in cpu.items()
     }
 

@@ -4,7 +4,7 @@ One step: teacher forward on the unmasked global crops (reading out only the att
 mask strategies and the contrastive term need) -> masks -> student forward on the masked
 global crops and the local crops -> weighted loss terms. After the optimiser step the
 teacher follows the student by EMA (:meth:`IBOTMetaArch.update_teacher`). The training loop
-(``train/loop.py``) drives it through :class:`mimkit.train.loop.Method` and knows nothing of
+(``train/loop.py``) drives it through :class:`mimkit.train.method.Method` and knows nothing of
 teachers, masks or prototypes.
 """
 

@@ -3,7 +3,7 @@ teacher's most-attended patches of every global crop of an image are mutual posi
 least-attended patches are the negatives.
 
 Unlike the thesis code this term is computed on the **student's** embeddings, so it has a
-gradient and shapes training (see the README section "The dense contrastive term").
+gradient and shapes training (see docs/pretraining.md, section "The dense contrastive term").
 """
 
 from __future__ import annotations
