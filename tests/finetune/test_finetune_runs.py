@@ -53,11 +53,12 @@ def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_pat
     assert best["val_top1"] == max(r["val_top1"] for r in summary["history"])
 
 
-def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
-    full = make_config("full")
+@pytest.mark.parametrize("batch_augment", [None, False], ids=["whole-batches", "per-image"])
+def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, batch_augment):
+    full = make_config("full", **{"data.batch_augment": batch_augment})
     assert finetune(full)["step"] == 10
 
-    part = make_config("part")
+    part = make_config("part", **{"data.batch_augment": batch_augment})
     trainer = Finetuner(part)
     real_step = trainer.train_step
 
@@ -73,7 +74,7 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
     assert stopped["status"] == "stopped" and stopped["step"] == 3
     assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
 
-    resumed = finetune(make_config("part"))
+    resumed = finetune(make_config("part", **{"data.batch_augment": batch_augment}))
     assert resumed["status"] == "finished" and resumed["step"] == 10
     a = read_log(full.run.output_dir, "step")
     b = read_log(part.run.output_dir, "step")

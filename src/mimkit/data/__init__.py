@@ -1,6 +1,7 @@
 """Data sets, augmentations and the ``build_dataset`` entry point (docs/method.md, sections
 "Pretraining" and "Data")."""
 
+from mimkit.data.batch_finetune import BatchFinetuneTransform
 from mimkit.data.batch_transforms import BatchMultiCrop
 from mimkit.data.build import (
     build_dataset,
@@ -48,6 +49,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Augmentations",
+    "BatchFinetuneTransform",
     "BatchMultiCrop",
     "CifarDataset",
     "EmbeddedFashionMNIST",

@@ -40,6 +40,10 @@ class FinetuneDataConfig:
     val_subset: float | None = None  # evaluate on part of the val split (tests, smoke runs)
     num_workers: int = 2
     on_bad_image: str = "skip"
+    # Augment whole batches with tensor operations (mimkit.data.batch_finetune) rather than
+    # image by image with PIL. None: whole batches for array data sets (embedded, IDX, CIFAR),
+    # image by image for folders of files; true insists (an error for a folder).
+    batch_augment: bool | None = None
 
 
 @dataclass
@@ -112,6 +116,11 @@ class FinetuneConfig(SectionedConfig):
             raise ConfigError(f"data.num_workers must be 0 or more, got {d.num_workers}")
         if d.on_bad_image not in ("skip", "error"):
             raise ConfigError("data.on_bad_image must be 'skip' or 'error'")
+        if d.batch_augment not in (None, True, False):
+            raise ConfigError(
+                f"data.batch_augment must be true, false or null (automatic), "
+                f"got {d.batch_augment!r}"
+            )
 
 
 def _positive_int_or_none(value: Any, name: str) -> None:

@@ -72,7 +72,7 @@ class Finetuner:
             saved = read_resumable(
                 source, self.model_description, self.init.source, cfg, self.dist.world_size
             )
-        self.data = build_data(cfg, int(self.model_description["img_size"]))
+        self.data = build_data(cfg, int(self.model_description["img_size"]), self.dist.rank)
         self.train_data = self._train_data()
         # Every check passed: from here on this run owns the output folder.
         self.lock = lock_output_dir(self.out, self.dist)
