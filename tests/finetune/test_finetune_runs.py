@@ -13,7 +13,9 @@ import torch
 from finetune_fixtures import stripes_folder
 
 from mimkit.cli import main
+from mimkit.data import build_dataset, default_normalization, eval_transform
 from mimkit.errors import NonFiniteLossError
+from mimkit.evaluate.online import online_knn
 from mimkit.finetune import Finetuner, finetune
 from mimkit.folder_lock import FolderInUseError
 from mimkit.models import build_vit
@@ -111,20 +113,35 @@ def test_checkpoint_is_read_by_knn_with_its_model_key(make_config, tmp_path, cap
     assert knn["model"]["arch"] == "vit_nano" and knn["num_train"] == 40
 
 
-def test_command_line_run_prints_last_and_best(tmp_path, capsys):
+def test_command_line_run_prints_last_best_and_the_frozen_knn(tmp_path, capsys):
+    weights = tmp_path / "backbone.pth"
+    torch.manual_seed(3)
+    start = build_vit("vit_nano", 16, 4)
+    torch.save(start.state_dict(), weights)
     out = tmp_path / "cli"
-    rc = main(
-        ["finetune", "--init", "random", "--arch", "vit_nano", "--img-size", "16"]
-        + ["--patch-size", "4", "--subset", "4", "--val-subset", "2", "--epochs", "2"]
-        + ["--batch-size", "8", "--workers", "0", "--device", "cpu", "--output-dir", str(out)]
-        + ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
-    )
-    assert rc == 0
+    argv = ["finetune", "--init", str(weights), "--subset", "4", "--val-subset", "2"]
+    argv += ["--epochs", "2", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+    argv += ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "last  (epoch 2)" in text and "optimistic: chosen on val" in text
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
     assert set(summary["last"]) >= {"epoch", "val_top1", "val_top5", "train_loss"}
+    assert all(r["images_per_s"] > 0 for r in summary["history"])
+    # The starting weights' k-NN on the same splits: the bank is the 40-image train subset.
+    tf = eval_transform(16, *default_normalization("embedded"))
+    bank = build_dataset("embedded", "train", tf, subset=4)
+    queries = build_dataset("embedded", "val", tf, subset=2)
+    expected = online_knn(start, bank, queries, "cpu", k=20)
+    assert summary["frozen_knn"] == pytest.approx(expected)
+    gain = summary["last"]["val_top1"] - expected["top1"]
+    assert f"k-NN@20 on the same splits:   top-1 {expected['top1']:.2f}" in text
+    assert f"fine-tuning gained {gain:+.2f} points" in text
+
+    assert main([*argv, "--output-dir", str(tmp_path / "no_knn"), "--no-knn"]) == 0
+    assert "frozen backbone" not in capsys.readouterr().out
+    assert "frozen_knn" not in json.loads((tmp_path / "no_knn" / "finetune.json").read_text())
 
 
 def test_a_non_finite_step_stops_and_keeps_the_last_checkpoint(make_config, monkeypatch):

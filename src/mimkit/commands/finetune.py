@@ -51,15 +51,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_arguments(p, FLAGS, "fashion_mnist")
+    p.add_argument(
+        "--no-knn",
+        action="store_true",
+        help="skip the frozen starting backbone's k-NN at the end (printed for comparison)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mimkit.data import describe_data_spec
     from mimkit.finetune import Finetuner, load_finetune_config
-    from mimkit.finetune.results import RESULTS_NAME, summary_lines
+    from mimkit.finetune.baseline import frozen_knn
+    from mimkit.finetune.results import (
+        RESULTS_NAME,
+        add_frozen_knn,
+        frozen_knn_lines,
+        summary_lines,
+    )
 
-    cfg = load_finetune_config(args.config, config_overrides(args, FLAGS))
+    overrides = config_overrides(args, FLAGS)
+    if args.no_knn:
+        overrides.append(("run.frozen_knn", False))
+    cfg = load_finetune_config(args.config, overrides)
     trainer = Finetuner(cfg, resume=not args.no_resume, resume_from=args.resume)
     main = trainer.dist.is_main
     try:
@@ -91,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         if trainer.history:
             for line in summary_lines(trainer.history):
                 print(line)
+            if cfg.run.frozen_knn:
+                knn = frozen_knn(trainer)
+                add_frozen_knn(trainer.out, knn)
+                for line in frozen_knn_lines(trainer.history, knn):
+                    print(line)
             print(f"wrote {trainer.out / RESULTS_NAME}")
         return 0
     finally:

@@ -90,6 +90,9 @@ class FinetuneRunConfig:
     tensorboard: bool = True
     progress: bool = True
     threads: int | None = None
+    # At the end, the k-NN of the frozen starting backbone on the same splits (mimkit
+    # finetune prints it next to the fine-tuned top-1 and records it in finetune.json).
+    frozen_knn: bool = True
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """The fine-tuning summary: last and best epoch (the best is chosen on the val split, so it
-is optimistic), written as ``finetune.json`` next to the run's checkpoint."""
+is optimistic), written as ``finetune.json`` next to the run's checkpoint, and the frozen
+starting backbone's k-NN beside it (whether fine-tuning paid)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimkit.results import write_json
@@ -22,10 +25,10 @@ def summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"last": dict(history[-1]), "best_optimistic": dict(best_epoch(history))}
 
 
-def format_scores(record: dict[str, Any]) -> str:
-    text = f"top-1 {record['val_top1']:.2f}"
-    if "val_top5" in record:
-        text += f"  top-5 {record['val_top5']:.2f}"
+def format_scores(record: dict[str, Any], prefix: str = "val_") -> str:
+    text = f"top-1 {record[prefix + 'top1']:.2f}"
+    if prefix + "top5" in record:
+        text += f"  top-5 {record[prefix + 'top5']:.2f}"
     return text
 
 
@@ -36,6 +39,23 @@ def summary_lines(history: list[dict[str, Any]]) -> list[str]:
         f"last  (epoch {last['epoch']}):                            {format_scores(last)}",
         f"best  (epoch {best['epoch']}, optimistic: chosen on val): {format_scores(best)}",
     ]
+
+
+def frozen_knn_lines(history: list[dict[str, Any]], knn: dict[str, float]) -> list[str]:
+    """The frozen backbone's k-NN and what fine-tuning gained over it (last epoch)."""
+    gain = history[-1]["val_top1"] - knn["top1"]
+    return [
+        f"frozen backbone, k-NN@{knn['k']:g} on the same splits:   {format_scores(knn, '')}",
+        f"fine-tuning gained {gain:+.2f} points of top-1 (last epoch against frozen k-NN)",
+    ]
+
+
+def add_frozen_knn(out: Path, knn: dict[str, float]) -> None:
+    """Record the frozen backbone's k-NN in the run's ``finetune.json``."""
+    path = out / RESULTS_NAME
+    payload = json.loads(path.read_text())
+    payload["frozen_knn"] = knn
+    write_json(path, payload)
 
 
 def write_results(trainer: Finetuner, status: str) -> None:

@@ -81,7 +81,7 @@ class Finetuner:
             self.model.to(self.device)
             self._build_training()
             self.start_step, self.history, self.elapsed = 0, [], 0.0
-            self._epoch_sums = {"loss": 0.0, "steps": 0}
+            self._epoch_sums = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             self._saved_step: int | None = None
             if saved is not None:
                 self._restore(saved, source)
@@ -295,7 +295,7 @@ class Finetuner:
         )
         sums = self._epoch_sums
         status = "ok"
-        t0 = time.perf_counter()
+        t0 = started = time.perf_counter()
         loader = self.train_data.loader(epoch, start_batch, self.device.type == "cuda")
         for images, labels, _ in loader:  # (no per-batch extras here)
             if step >= last:
@@ -324,6 +324,7 @@ class Finetuner:
                 break
         bar.close()
         self.elapsed += time.perf_counter() - t0
+        sums["seconds"] = sums.get("seconds", 0.0) + time.perf_counter() - started
         if step == (epoch + 1) * self.steps_per_epoch:
             self._end_epoch(epoch, step)
         return step, status
@@ -333,16 +334,19 @@ class Finetuner:
         scores = self.evaluate()
         self.elapsed += time.perf_counter() - t0
         sums = self._epoch_sums
+        images = sums["steps"] * self.cfg.optim.batch_size * self.dist.world_size
         record = {
             "epoch": epoch + 1,
             "step": step,
             "train_loss": sums["loss"] / max(sums["steps"], 1),
             "lr": self.learning_rate(step - 1),
+            # Training only (evaluation and the epoch's save excluded), as pretraining's.
+            "images_per_s": images / max(sums.get("seconds", 0.0), 1e-9),
             **{f"val_{k}": v for k, v in scores.items()},
             "elapsed": self.elapsed,
         }
         self.history.append(record)
-        self._epoch_sums = {"loss": 0.0, "steps": 0}
+        self._epoch_sums = {"loss": 0.0, "steps": 0, "seconds": 0.0}
         self.logger.log("epoch", step, {k: v for k, v in record.items() if k != "step"})
         self.save(step)
         if self.dist.is_main:
