@@ -148,3 +148,20 @@ def test_a_checkpoint_with_the_older_model_description_still_resumes(tmp_path, c
     save_atomic(state, out / "checkpoint.pth")
     with pytest.raises(CheckpointError, match="fine-tuned another model"):
         read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 1)
+
+
+def test_a_checkpoint_from_before_newer_settings_resumes_as_it_ran(tmp_path):
+    out = tmp_path / "ft"
+    argv = ["--init", "random", *TINY, "--epochs", "1", "--output-dir", str(out)]
+    argv += ["--set", "data.batch_augment=false"]
+    assert main(["finetune", *argv]) == 0
+    cfg = load_finetune_config("fashion_mnist", config_overrides(parse(argv), FLAGS))
+    init = read_init(cfg)
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    del state["config"]["finetune"]["optim"]["ema"]  # written before these settings existed
+    del state["config"]["finetune"]["data"]["batch_augment"]
+    save_atomic(state, out / "checkpoint.pth")
+    assert read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 1)
+    cfg.data.batch_augment = None  # today's default would make other views: refused
+    with pytest.raises(CheckpointError, match="data.batch_augment=False, not None"):
+        read_resumable(out / "checkpoint.pth", init.description, init.source, cfg, 1)

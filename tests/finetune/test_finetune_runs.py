@@ -55,12 +55,16 @@ def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_pat
     assert best["val_top1"] == max(r["val_top1"] for r in summary["history"])
 
 
-@pytest.mark.parametrize("batch_augment", [None, False], ids=["whole-batches", "per-image"])
-def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, batch_augment):
-    full = make_config("full", **{"data.batch_augment": batch_augment})
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"data.batch_augment": False}, {"optim.ema": 0.8}],
+    ids=["whole-batch-views", "per-image-views", "weight-average"],
+)
+def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, fields):
+    full = make_config("full", **fields)
     assert finetune(full)["step"] == 10
 
-    part = make_config("part", **{"data.batch_augment": batch_augment})
+    part = make_config("part", **fields)
     trainer = Finetuner(part)
     real_step = trainer.train_step
 
@@ -76,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, bat
     assert stopped["status"] == "stopped" and stopped["step"] == 3
     assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
 
-    resumed = finetune(make_config("part", **{"data.batch_augment": batch_augment}))
+    resumed = finetune(make_config("part", **fields))
     assert resumed["status"] == "finished" and resumed["step"] == 10
     a = read_log(full.run.output_dir, "step")
     b = read_log(part.run.output_dir, "step")
@@ -85,10 +89,28 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, bat
     ea, eb = read_log(full.run.output_dir, "epoch"), read_log(part.run.output_dir, "epoch")
     for key in ("train_loss", "val_top1", "val_loss"):
         assert [r[key] for r in ea] == pytest.approx([r[key] for r in eb], rel=1e-5, abs=1e-6)
-    wa = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["model"]
-    wb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["model"]
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+    ca = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")
+    cb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")
+    for net in ("model", "ema") if fields.get("optim.ema") else ("model",):
+        for key in ca[net]:
+            torch.testing.assert_close(ca[net][key], cb[net][key], rtol=1e-4, atol=1e-5)
+
+
+def test_weight_average_is_what_is_evaluated(make_config):
+    cfg = make_config(**{"optim.ema": 0.9, "optim.epochs": 1, "data.val_subset": 10})
+    finetune(cfg)
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    trainer = Finetuner(make_config("probe", **{"data.val_subset": 10}))
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert int(state["ema"]["n_averaged"]) == 5  # one update per step
+    live = state["model"]["head.weight"]
+    assert not torch.allclose(averaged["head.weight"], live)
+    trainer.model.load_state_dict(averaged)
+    expected = trainer.evaluate()
+    trainer.close()
+    record = read_log(cfg.run.output_dir, "epoch")[-1]
+    assert record["val_top1"] == pytest.approx(expected["top1"])
+    assert record["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 def test_rerunning_a_finished_run_changes_nothing(make_config):

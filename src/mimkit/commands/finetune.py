@@ -27,6 +27,7 @@ FLAGS: Flags = {
     "--mixup": ("augment.mixup", float, "Mixup alpha (0: off)"),
     "--cutmix": ("augment.cutmix", float, "CutMix alpha (0: off)"),
     "--label-smoothing": ("augment.label_smoothing", float, "label smoothing"),
+    "--ema": ("optim.ema", float, "average of the weights, its decay per step (0: off)"),
     "--arch": ("model.arch", str, "backbone (preset, timm:NAME): for --init random"),
     "--img-size": ("model.img_size", positive_int, "image size (default: the file's)"),
     "--patch-size": ("model.patch_size", positive_int, "patch size (default: the file's)"),

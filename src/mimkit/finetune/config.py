@@ -74,6 +74,9 @@ class FinetuneOptimConfig:
     weight_decay: float = 0.05  # weight matrices only, not biases/norms/tokens
     layer_decay: float = 0.65  # block i of depth d learns at lr x layer_decay^(d - i)
     clip_grad: float = 0.0  # 0: no clipping
+    # Exponential moving average of the weights, its decay per step (0: off); when on, the
+    # evaluations (and the last/best figures) are of the average.
+    ema: float = 0.0
 
 
 @dataclass
@@ -192,6 +195,8 @@ def _check_optim(o: FinetuneOptimConfig) -> None:
         raise ConfigError("optim.weight_decay and optim.clip_grad must be 0 or more")
     if not 0 < o.layer_decay <= 1:
         raise ConfigError(f"optim.layer_decay must lie in (0, 1], got {o.layer_decay}")
+    if not 0 <= o.ema < 1:
+        raise ConfigError(f"optim.ema must lie in [0, 1) (0: off), got {o.ema}")
 
 
 def _check_run(r: FinetuneRunConfig) -> None:

@@ -15,6 +15,8 @@ from mimkit.train import checkpoint as ckpt
 CHECKPOINT_KIND = "finetune"
 # Settings a resumed run may change: they do not change what is computed.
 RESUMABLE_CHANGES = ("run.", "data.num_workers")
+# Settings added since the first checkpoints, as runs without them ran (others: the default).
+BEFORE_THEY_EXISTED = {"data.batch_augment": False}  # views were made image by image
 
 
 def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def read_resumable(
             "steps per epoch would differ; resume with as many or choose another --output-dir"
         )
     mine, theirs = _flat(cfg.to_dict()), _flat(saved.get("finetune", {}))
+    theirs = {**_flat(FinetuneConfig().to_dict()), **BEFORE_THEY_EXISTED, **theirs}
     for key in sorted(mine):
         if not key.startswith(RESUMABLE_CHANGES) and mine[key] != theirs.get(key):
             raise CheckpointError(

@@ -27,7 +27,7 @@ from mimkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
 from mimkit.finetune.data import build_data, val_shard, validate_data
-from mimkit.finetune.model import build_classifier, read_init
+from mimkit.finetune.model import build_classifier, read_init, weight_average
 from mimkit.finetune.optim import layer_decay_groups, set_learning_rate
 from mimkit.finetune.results import best_epoch, write_results
 from mimkit.finetune.resume import CHECKPOINT_KIND, read_resumable
@@ -121,6 +121,7 @@ class Finetuner:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.mixup = self._build_mixup()
+        self.ema = weight_average(self.model, o.ema)
         self.amp_dtype = amp_dtype(cfg.run.amp, self.device)
         fp16 = self.amp_dtype is torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
@@ -154,6 +155,8 @@ class Finetuner:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{path} does not match this run: {err}".splitlines()[0]
@@ -171,6 +174,7 @@ class Finetuner:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "step": step,
             "epoch": step // self.steps_per_epoch,
             "world_size": self.dist.world_size,
@@ -235,12 +239,16 @@ class Finetuner:
             raise self._non_finite(f"non-finite gradient norm at step {step}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return value
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Top-1/top-5 and loss on the whole val split, each process taking its share."""
-        self.model.eval()
+        """Top-1/top-5 and loss on the whole val split, each process taking its share: of the
+        weights' average when there is one."""
+        model = self.ema.module if self.ema is not None else self.model
+        model.eval()
         shard = val_shard(self.data.val, self.dist.rank, self.dist.world_size)
         loader = DataLoader(
             shard,
@@ -250,10 +258,10 @@ class Finetuner:
         )
         batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
         with self._autocast():
-            counts = accuracy_counts(self.model, batches).to(self.device)
+            counts = accuracy_counts(model, batches).to(self.device)
         if self.dist.enabled:
             torch.distributed.all_reduce(counts)
-        self.model.train()
+        model.train()
         return accuracy_percent(counts, self.data.num_classes)
 
     # -- the loop -----------------------------------------------------------------------
