@@ -27,6 +27,7 @@ The recipes file::
         seeds: [0, 1, 2]                 # default [0]
         init: random                     # default: the file's init
         set: {augment.mixup: 0, augment.cutmix: 0}
+        stopped: why                     # not run (again); reported as far as it got
 
 Prints (and writes ``study.md`` and ``study.csv`` to the output folder) one row per recipe:
 its settings read back from the run's config, top-1 at the epoch and minute marks, the last
@@ -229,7 +230,9 @@ def recipe_row(
     ]
     speeds = sorted(h["images_per_s"] for hist in hists for h in hist if h.get("images_per_s"))
     note = recipe.get("note", "")
-    if any(r["status"] != "finished" for _, _, r in runs):
+    if recipe.get("stopped"):
+        note += f" (stopped: {recipe['stopped']})"
+    elif any(r["status"] != "finished" for _, _, r in runs):
         note += " (unfinished)"
     first_seed, first_dir, first = runs[0]
     return [
@@ -279,7 +282,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for recipe in data.get("recipes") or []:
-            if args.only and recipe["name"] not in args.only:
+            if (args.only and recipe["name"] not in args.only) or recipe.get("stopped"):
                 continue
             for seed, run_dir in run_dirs(out, recipe):
                 print(run_one(data, recipe, run_dir, seed), flush=True)
