@@ -122,7 +122,7 @@ def test_mixup_without_timm_says_how_to_get_it(tmp_path, capsys, monkeypatch):
 
 def test_shipped_configs_load_and_check():
     names = shipped_config_names("finetune")
-    assert {"fashion_mnist", "imagenet_vit_small_ibot"} <= set(names)
+    assert {"fashion_mnist", "imagenet_vit_small_ibot", "photo_folder"} <= set(names)
     for name in names:
         cfg = load_finetune_config(name, [("run.init", "random"), ("model.arch", "vit_nano")])
         cfg.check()

@@ -219,3 +219,16 @@ def test_other_backbone_families_fine_tune(make_config, arch, patch):
     groups = torch.load(Path(cfg.run.output_dir) / "checkpoint.pth", weights_only=True)
     layers = {g["layer"] for g in groups["optimizer"]["param_groups"]}
     assert layers == set(range(0, summary["model"]["depth"] + 2))
+
+
+def test_photo_folder_recipe_runs_on_a_folder_of_images(tmp_path):
+    data = stripes_folder(tmp_path / "stripes", per_class=16, val_per_class=4)
+    out = tmp_path / "photos"
+    argv = ["finetune", "--config", "photo_folder", "--data", str(data), "--init", "random"]
+    argv += ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4", "--epochs", "1"]
+    argv += ["--warmup-epochs", "0.5"]
+    argv += ["--workers", "0", "--device", "cpu", "--output-dir", str(out), "--no-knn"]
+    argv += ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+    assert main(argv) == 0
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["num_train"] == 32 and summary["history"][0]["step"] == 1  # batch 32
