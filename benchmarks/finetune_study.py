@@ -28,6 +28,7 @@ The recipes file::
         init: random                     # default: the file's init
         set: {augment.mixup: 0, augment.cutmix: 0}
         stopped: why                     # not run (again); reported as far as it got
+    compare: [[f01-no-mix, f00-base]]  # (top level) differences printed, paired by seed
 
 Prints (and writes ``study.md`` and ``study.csv`` to the output folder) one row per recipe:
 its settings read back from the run's config, top-1 at the epoch and minute marks, the last
@@ -202,12 +203,14 @@ HEADER = ["recipe", "what changes", "epochs", "LR", "layer decay", "drop path",
 
 
 def wall_cell(walls: list[dict[str, Any]]) -> str:
-    """The longest run's minutes from the start of its command, its threads and the load."""
+    """Minutes from the start of the command (the longest of the seeds), threads, and the
+    highest load average seen at a run's start."""
     if not walls:
         return ""
-    longest = max(walls, key=lambda x: x["seconds"])
-    threads = longest["threads"] or "all"
-    return f"{longest['seconds'] / 60:.1f} ({threads} thr, load {longest['load_before']:.1f})"
+    longest = max(x["seconds"] for x in walls) / 60
+    threads = walls[0]["threads"] or "all"
+    load = max(x["load_before"] for x in walls)
+    return f"{longest:.1f} ({threads} thr, load {load:.1f})"
 
 
 def recipe_row(
@@ -243,6 +246,7 @@ def recipe_row(
         *(mean_cell([at_minutes(h, m) for h in hists]) for m in data.get("minute_marks", [])),
         mean_cell([h[-1]["val_top1"] for h in hists]),
         mean_cell([max(r["val_top1"] for r in h) for h in hists]),
+        mean_cell([r.get("frozen_knn", {}).get("top1") for _, _, r in runs]),
         f"{max(h[-1]['elapsed'] for h in hists) / 60:.1f}",
         wall_cell(walls),
         f"{speeds[len(speeds) // 2]:.0f}" if speeds else "",
@@ -253,7 +257,8 @@ def recipe_row(
 def report(data: dict[str, Any], out: Path) -> str:
     cols = HEADER + [f"ep {e}" for e in data.get("epoch_marks", [])]
     cols += [f"{m} min" for m in data.get("minute_marks", [])]
-    cols += ["last top-1", "best (optimistic)", "minutes", "wall", "img/s", "command"]
+    cols += ["last top-1", "best (optimistic)", "frozen k-NN@20", "minutes", "wall", "img/s"]
+    cols += ["command"]
     lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     with (out / "study.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -262,9 +267,30 @@ def report(data: dict[str, Any], out: Path) -> str:
             row = recipe_row(data, recipe, out, writer)
             if row is not None:
                 lines.append("| " + " | ".join(row) + " |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + differences(data, out)
     (out / "study.md").write_text(text)
     return text
+
+
+def differences(data: dict[str, Any], out: Path) -> str:
+    """The ``compare`` pairs of the recipes file: last-epoch top-1 of the first recipe minus
+    the second's, paired by seed, mean and Student-t 95% interval."""
+    pairs = data.get("compare") or []
+    if not pairs:
+        return ""
+    recipes = {r["name"]: r for r in data["recipes"]}
+    lines = ["", "| difference (paired by seed) | mean | 95% CI | seeds |", "|---|---|---|---|"]
+    for a, b in pairs:
+        last = [
+            {s: r["history"][-1]["val_top1"] for s, d in run_dirs(out, recipes[name])
+             if (r := read_run(d)) and r["status"] == "finished"}
+            for name in (a, b)
+        ]  # fmt: skip
+        seeds = sorted(set(last[0]) & set(last[1]))
+        e = estimate([last[0][s] - last[1][s] for s in seeds])
+        interval = f"[{e.low:+.2f}, {e.high:+.2f}]"
+        lines.append(f"| {a} - {b} | {e.mean:+.2f} | {interval} | {len(seeds)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
