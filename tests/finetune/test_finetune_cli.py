@@ -39,7 +39,7 @@ def _refused(capsys, argv: list[str]) -> str:
         ([], "--init"),
         (["--init", "/no/such/weights.pth"], "no such file"),
         (["--init", "random", "--arch", "vit_huge"], "unknown arch"),
-        (["--init", "random", "--batch-size", "7"], "even"),
+        (["--init", "random", "--mixup", "0.8", "--batch-size", "7"], "even"),
         (["--init", "random", "--layer-decay", "1.5"], "layer_decay"),
         (["--init", "random", "--data", "/no/such/folder"], "does not exist"),
         (["--init", "random", "--set", "augment.randaug_magnitude=12"], "randaug_magnitude"),
@@ -113,7 +113,10 @@ def test_mixup_without_timm_says_how_to_get_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real(name, *a)
     )
-    err = _refused(capsys, ["--init", "random", *TINY, "--output-dir", str(tmp_path / "o")])
+    mixing = ["--mixup", "0.8", "--cutmix", "1.0"]
+    err = _refused(
+        capsys, ["--init", "random", *TINY, *mixing, "--output-dir", str(tmp_path / "o")]
+    )
     assert "mimkit[timm]" in err and "--mixup 0 --cutmix 0" in err
     # Without Mixup/CutMix, timm is not needed.
     args = ["--init", "random", *TINY, "--mixup", "0", "--cutmix", "0", "--max-steps", "1"]
