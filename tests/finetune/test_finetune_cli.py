@@ -38,7 +38,7 @@ def _refused(capsys, argv: list[str]) -> str:
         ([], "--init"),
         (["--init", "/no/such/weights.pth"], "no such file"),
         (["--init", "random", "--arch", "vit_huge"], "unknown arch"),
-        (["--init", "random", "--batch-size", "7"], "even"),
+        (["--init", "random", "--mixup", "0.8", "--batch-size", "7"], "even"),
         (["--init", "random", "--layer-decay", "1.5"], "layer_decay"),
         (["--init", "random", "--data", "/no/such/folder"], "does not exist"),
         (["--init", "random", "--set", "augment.randaug_magnitude=12"], "randaug_magnitude"),
@@ -112,7 +112,10 @@ def test_mixup_without_timm_says_how_to_get_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real(name, *a)
     )
-    err = _refused(capsys, ["--init", "random", *TINY, "--output-dir", str(tmp_path / "o")])
+    mixing = ["--mixup", "0.8", "--cutmix", "1.0"]
+    err = _refused(
+        capsys, ["--init", "random", *TINY, *mixing, "--output-dir", str(tmp_path / "o")]
+    )
     assert "mimkit[timm]" in err and "--mixup 0 --cutmix 0" in err
     # Without Mixup/CutMix, timm is not needed.
     args = ["--init", "random", *TINY, "--mixup", "0", "--cutmix", "0", "--max-steps", "1"]
@@ -121,7 +124,7 @@ def test_mixup_without_timm_says_how_to_get_it(tmp_path, capsys, monkeypatch):
 
 def test_shipped_configs_load_and_check():
     names = shipped_config_names("finetune")
-    assert {"fashion_mnist", "imagenet_vit_small_ibot"} <= set(names)
+    assert {"fashion_mnist", "imagenet_vit_small_ibot", "photo_folder"} <= set(names)
     for name in names:
         cfg = load_finetune_config(name, [("run.init", "random"), ("model.arch", "vit_nano")])
         cfg.check()
@@ -150,3 +153,18 @@ def test_a_checkpoint_with_the_older_model_description_still_resumes(tmp_path, c
     save_atomic(state, out / "checkpoint.pth")
     err = _refused(capsys, argv)
     assert "fine-tuned another backbone (embed_dim" in err
+
+
+def test_a_checkpoint_from_before_newer_settings_resumes_as_it_ran(tmp_path, capsys):
+    out = tmp_path / "ft"
+    argv = ["--init", "random", *TINY, "--epochs", "1", "--output-dir", str(out)]
+    argv += ["--set", "data.batch_augment=false"]
+    assert main(["finetune", *argv]) == 0
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    del state["config"]["finetune"]["optim"]["ema"]  # written before these settings existed
+    del state["config"]["finetune"]["data"]["batch_augment"]
+    save_atomic(state, out / "checkpoint.pth")
+    assert main(["finetune", *argv]) == 0  # resumes as it ran (finished already)
+    # Today's default (auto: whole batches) would make other views: refused.
+    err = _refused(capsys, argv[:-2])
+    assert "data.batch_augment=False, this run has data.batch_augment='auto'" in err

@@ -7,14 +7,17 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from finetune_fixtures import stripes_folder
 from PIL import Image
 
 from mimkit.cli import build_parser
 from mimkit.commands.config_args import config_overrides
 from mimkit.commands.finetune import FLAGS
 from mimkit.data import EmbeddedFashionMNIST, dataset_labels, eval_transform, finetune_transform
+from mimkit.errors import ConfigError
 from mimkit.finetune import default_output_dir, load_finetune_config
 from mimkit.finetune.data import build_data
+from mimkit.train.sampling import BatchSeededViews, SeededViews
 
 
 @pytest.mark.parametrize(("subset", "per_class"), [(0.01, 10), (0.1, 100), (3, 3)])
@@ -62,3 +65,21 @@ def test_transform_is_random_but_seeded():
         torch.manual_seed(seed)
         views.append(tf(img))
     assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
+
+
+def test_array_data_is_augmented_by_whole_batches_and_folders_image_by_image(tmp_path):
+    folder = stripes_folder(tmp_path / "stripes", per_class=4, val_per_class=2)
+    base = [("run.init", "random"), ("data.subset", 4)]
+    embedded = build_data(load_finetune_config("fashion_mnist", base), img_size=16)
+    assert isinstance(embedded.views, BatchSeededViews)
+    crops, labels = embedded.views.batch(0, list(range(8)))
+    assert crops.shape == (8, 3, 16, 16) and labels.tolist() == dataset_labels(embedded.train)[:8]
+    pil = build_data(
+        load_finetune_config("fashion_mnist", [*base, ("data.batch_augment", False)]), 16
+    )
+    assert isinstance(pil.views, SeededViews) and pil.views[0][0].shape == (3, 16, 16)
+    files = [("run.init", "random"), ("data.dataset", str(folder))]
+    assert isinstance(build_data(load_finetune_config(None, files), 16).views, SeededViews)
+    forced = load_finetune_config(None, [*files, ("data.batch_augment", True)])
+    with pytest.raises(ConfigError, match="data.batch_augment: true needs images of one size"):
+        build_data(forced, 16)

@@ -13,7 +13,9 @@ import torch
 from finetune_fixtures import stripes_folder
 
 from mimkit.cli import main
+from mimkit.data import build_dataset, default_normalization, eval_transform
 from mimkit.errors import NonFiniteLossError
+from mimkit.evaluate.online import online_knn
 from mimkit.finetune import build_finetuning, finetune, run_finetuning
 from mimkit.models import build_vit
 from mimkit.runs.lock import FolderInUseError
@@ -53,11 +55,16 @@ def test_learns_a_separable_toy_problem_from_a_weights_file(make_config, tmp_pat
     assert best["val_top1"] == max(r["val_top1"] for r in summary["history"])
 
 
-def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
-    full = make_config("full")
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"data.batch_augment": False}, {"optim.ema": 0.8}],
+    ids=["whole-batch-views", "per-image-views", "weight-average"],
+)
+def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch, fields):
+    full = make_config("full", **fields)
     assert finetune(full).step == 10
 
-    part = make_config("part")
+    part = make_config("part", **fields)
     loop = build_finetuning(part)
     real_step = loop.train_step
 
@@ -73,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
     assert stopped.status == "stopped" and stopped.step == 3
     assert load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["step"] == 3
 
-    resumed = finetune(make_config("part"))
+    resumed = finetune(make_config("part", **fields))
     assert resumed.status == "finished" and resumed.step == 10
     a = read_log(full.run.output_dir, "step")
     b = read_log(part.run.output_dir, "step")
@@ -82,10 +89,30 @@ def test_interrupted_run_resumes_to_the_same_curve(make_config, monkeypatch):
     ea, eb = read_log(full.run.output_dir, "epoch"), read_log(part.run.output_dir, "epoch")
     for key in ("loss", "val_top1", "val_loss"):
         assert [r[key] for r in ea] == pytest.approx([r[key] for r in eb], rel=1e-5, abs=1e-6)
-    wa = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")["model"]
-    wb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")["model"]
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+    ca = load_checkpoint(f"{full.run.output_dir}/checkpoint.pth")
+    cb = load_checkpoint(f"{part.run.output_dir}/checkpoint.pth")
+    for net in ("model", "ema") if fields.get("optim.ema") else ("model",):
+        for key in ca[net]:
+            torch.testing.assert_close(ca[net][key], cb[net][key], rtol=1e-4, atol=1e-5)
+
+
+def test_weight_average_is_what_is_evaluated(make_config):
+    cfg = make_config(**{"optim.ema": 0.9, "optim.epochs": 1, "data.val_subset": 10})
+    finetune(cfg)
+    state = load_checkpoint(f"{cfg.run.output_dir}/checkpoint.pth")
+    probe = build_finetuning(make_config("probe", **{"data.val_subset": 10}))
+    trainer = probe.method
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert int(state["ema"]["n_averaged"]) == 5  # one update per step
+    live = state["model"]["head.weight"]
+    assert not torch.allclose(averaged["head.weight"], live)
+    trainer.model.load_state_dict(averaged)
+    trainer.ema = None  # evaluate the model itself, holding the averaged weights
+    expected = trainer.evaluate()
+    probe.close()
+    record = read_log(cfg.run.output_dir, "epoch")[-1]
+    assert record["val_top1"] == pytest.approx(expected["top1"])
+    assert record["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
 
 
 def test_rerunning_a_finished_run_changes_nothing(make_config):
@@ -110,20 +137,35 @@ def test_checkpoint_is_read_by_knn_with_its_model_key(make_config, tmp_path, cap
     assert knn["model"]["arch"] == "vit_nano" and knn["num_train"] == 40
 
 
-def test_command_line_run_prints_last_and_best(tmp_path, capsys):
+def test_command_line_run_prints_last_best_and_the_frozen_knn(tmp_path, capsys):
+    weights = tmp_path / "backbone.pth"
+    torch.manual_seed(3)
+    start = build_vit("vit_nano", 16, 4)
+    torch.save(start.state_dict(), weights)
     out = tmp_path / "cli"
-    rc = main(
-        ["finetune", "--init", "random", "--arch", "vit_nano", "--img-size", "16"]
-        + ["--patch-size", "4", "--subset", "4", "--val-subset", "2", "--epochs", "2"]
-        + ["--batch-size", "8", "--workers", "0", "--device", "cpu", "--output-dir", str(out)]
-        + ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
-    )
-    assert rc == 0
+    argv = ["finetune", "--init", str(weights), "--subset", "4", "--val-subset", "2"]
+    argv += ["--epochs", "2", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+    argv += ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+    assert main([*argv, "--output-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "last  (epoch 2)" in text and "optimistic: chosen on val" in text
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_done"] == 2
     assert set(summary["last"]) >= {"epoch", "val_top1", "val_top5", "train_loss"}
+    assert all(r["images_per_s"] > 0 for r in summary["history"])
+    # The starting weights' k-NN on the same splits: the bank is the 40-image train subset.
+    tf = eval_transform(16, *default_normalization("embedded"))
+    bank = build_dataset("embedded", "train", tf, subset=4)
+    queries = build_dataset("embedded", "val", tf, subset=2)
+    expected = online_knn(start, bank, queries, "cpu", k=20)
+    assert summary["frozen_knn"] == pytest.approx(expected)
+    gain = summary["last"]["val_top1"] - expected["top1"]
+    assert f"k-NN@20 on the same splits:   top-1 {expected['top1']:.2f}" in text
+    assert f"fine-tuning gained {gain:+.2f} points" in text
+
+    assert main([*argv, "--output-dir", str(tmp_path / "no_knn"), "--no-knn"]) == 0
+    assert "frozen backbone" not in capsys.readouterr().out
+    assert "frozen_knn" not in json.loads((tmp_path / "no_knn" / "finetune.json").read_text())
 
 
 def test_a_non_finite_step_stops_and_keeps_the_last_checkpoint(make_config, monkeypatch):
@@ -209,3 +251,16 @@ def test_an_unreadable_val_image_is_refused_before_any_training(tmp_path, capsys
     assert err.startswith("mimkit finetune: error:") and "\n" not in err
     assert "val/vertical/000.png" in err
     assert not out.exists()  # no epoch was trained, nothing was written
+
+
+def test_photo_folder_recipe_runs_on_a_folder_of_images(tmp_path):
+    data = stripes_folder(tmp_path / "stripes", per_class=16, val_per_class=4)
+    out = tmp_path / "photos"
+    argv = ["finetune", "--config", "photo_folder", "--data", str(data), "--init", "random"]
+    argv += ["--arch", "vit_nano", "--img-size", "16", "--patch-size", "4", "--epochs", "1"]
+    argv += ["--warmup-epochs", "0.5"]
+    argv += ["--workers", "0", "--device", "cpu", "--output-dir", str(out), "--no-knn"]
+    argv += ["--set", "run.progress=false", "--set", "run.tensorboard=false"]
+    assert main(argv) == 0
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["num_train"] == 32 and summary["history"][0]["step"] == 1  # batch 32

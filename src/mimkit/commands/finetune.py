@@ -27,6 +27,7 @@ FLAGS: Flags = {
     "--mixup": ("augment.mixup", float, "Mixup alpha (0: off)"),
     "--cutmix": ("augment.cutmix", float, "CutMix alpha (0: off)"),
     "--label-smoothing": ("augment.label_smoothing", float, "label smoothing"),
+    "--ema": ("optim.ema", float, "average of the weights, its decay per step (0: off)"),
     "--arch": ("model.arch", str, "backbone (preset, timm:NAME): for --init random"),
     "--img-size": ("model.img_size", positive_int, "image size (default: the file's)"),
     "--patch-size": ("model.patch_size", positive_int, "patch size (default: the file's)"),
@@ -51,15 +52,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_config_arguments(p, FLAGS, "fashion_mnist")
+    p.add_argument(
+        "--no-knn",
+        action="store_true",
+        help="skip the frozen starting backbone's k-NN at the end (printed for comparison)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mimkit.data import describe_data_spec
     from mimkit.finetune import build_finetuning, load_finetune_config, run_finetuning
-    from mimkit.finetune.results import RESULTS_NAME, summary_lines
+    from mimkit.finetune.results import RESULTS_NAME, frozen_knn_lines, summary_lines
 
-    cfg = load_finetune_config(args.config, config_overrides(args, FLAGS))
+    overrides = config_overrides(args, FLAGS)
+    if args.no_knn:
+        overrides.append(("run.frozen_knn", False))
+    cfg = load_finetune_config(args.config, overrides)
     loop = build_finetuning(cfg, resume=not args.no_resume, resume_from=args.resume)
     method = loop.method
     main = loop.dist.is_main
@@ -93,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         if result.history:
             for line in summary_lines(result.history):
                 print(line)
+            if result.frozen_knn:
+                for line in frozen_knn_lines(result.history, result.frozen_knn):
+                    print(line)
             print(f"wrote {result.output_dir / RESULTS_NAME}")
         return 0
     finally:

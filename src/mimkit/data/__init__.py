@@ -1,8 +1,10 @@
 """Data sets, augmentations and the ``build_dataset`` entry point (docs/method.md, sections
 "Pretraining" and "Data")."""
 
+from mimkit.data.batch_finetune import BatchFinetuneTransform
 from mimkit.data.batch_transforms import BatchMultiCrop
 from mimkit.data.build import (
+    augment_whole_batches,
     build_dataset,
     dataset_fingerprint,
     dataset_labels,
@@ -47,10 +49,12 @@ def check_images(dataset, n: int | None = None) -> int:
 
 
 __all__ = [
+    "augment_whole_batches",
     "FASHION_MNIST_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Augmentations",
+    "BatchFinetuneTransform",
     "BatchMultiCrop",
     "CifarDataset",
     "EmbeddedFashionMNIST",

@@ -32,12 +32,38 @@ CROP_TRIES = 10  # RandomResizedCrop's attempts before its centre-crop fallback
 SOLARIZE_THRESHOLD = 128 / 255
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
+def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
-def _coin(n: int, p: float, g: torch.Generator) -> Tensor:
+def coin(n: int, p: float, g: torch.Generator) -> Tensor:
     return torch.rand(n, generator=g) < p
+
+
+def draw_box_sizes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    g: torch.Generator,
+    *,
+    strict: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(h, w, found)`` of ``n`` boxes: up to 10 tries of an area fraction in ``scale`` and a
+    log-uniform aspect ratio in ``ratio``, the first that fits the image (with ``strict``,
+    that is strictly smaller than it, RandomErasing's rule); ``found`` is false where none
+    did (``h``, ``w`` are then meaningless)."""
+    area = height * width
+    target = area * torch.empty(n, CROP_TRIES).uniform_(*scale, generator=g)
+    log_r = torch.empty(n, CROP_TRIES).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    max_h, max_w = (height - 1, width - 1) if strict else (height, width)
+    ok = (w > 0) & (w <= max_w) & (h > 0) & (h <= max_h)
+    first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits
+    return h.gather(1, first)[:, 0], w.gather(1, first)[:, 0], ok.any(1)
 
 
 def crop_boxes(
@@ -51,15 +77,7 @@ def crop_boxes(
     """``[n, 4]`` boxes (top, left, h, w) drawn by RandomResizedCrop's rule: up to 10 tries of
     an area fraction in ``scale`` and a log-uniform aspect ratio, else the centre crop of the
     largest box whose ratio fits ``ratio``."""
-    area = height * width
-    target = area * torch.empty(n, CROP_TRIES).uniform_(*scale, generator=g)
-    log_r = torch.empty(n, CROP_TRIES).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits
-    w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], ok.any(1)
+    h, w, found = draw_box_sizes(n, height, width, scale, ratio, g)
     in_ratio = width / height
     if in_ratio < min(ratio):
         fw, fh = width, round(width / min(ratio))
@@ -102,22 +120,22 @@ def to_gray(x: Tensor) -> Tensor:
     return (x * weights).sum(1, keepdim=True)
 
 
-def _per_image(f: Tensor) -> Tensor:
+def per_image(f: Tensor) -> Tensor:
     return f.view(-1, 1, 1, 1)
 
 
 def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return (x * _per_image(factor)).clamp(0, 1)
+    return (x * per_image(factor)).clamp(0, 1)
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
     mean = to_gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    f = _per_image(factor)
+    f = per_image(factor)
     return (f * x + (1 - f) * mean).clamp(0, 1)
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    f = _per_image(factor)
+    f = per_image(factor)
     return (f * x + (1 - f) * to_gray(x)).clamp(0, 1)
 
 
@@ -157,7 +175,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
     return y.view(n, c, height, width)
 
 
-def _where_images(sel: Tensor, new: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+def where_images(sel: Tensor, new: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``x`` with the images ``sel`` replaced by ``new(x[sel])`` (computed on those only)."""
     if not bool(sel.any()):
         return x
@@ -199,18 +217,18 @@ class BatchMultiCrop(MultiCropSpec):
     ) -> Tensor:
         aug, n = self.augment, x.shape[0]
         boxes = crop_boxes(n, x.shape[2], x.shape[3], scale, g)
-        y = resized_crops(x, boxes, size, _coin(n, aug.flip_prob, g))
+        y = resized_crops(x, boxes, size, coin(n, aug.flip_prob, g))
         y = self._jitter(y, g)
         if y.shape[1] == 3 and aug.grayscale_prob > 0:
-            y = _where_images(
-                _coin(n, aug.grayscale_prob, g), lambda z: to_gray(z).expand(-1, 3, -1, -1), y
+            y = where_images(
+                coin(n, aug.grayscale_prob, g), lambda z: to_gray(z).expand(-1, 3, -1, -1), y
             )
         if blur_prob > 0:
             lo, hi = blur_sigma(size, aug.blur_sigma_scaled)
-            sel, sigma = _coin(n, blur_prob, g), _uniform(n, lo, hi, g)
-            y = _where_images(sel, lambda z: gaussian_blur(z, sigma[sel], math.ceil(3 * hi)), y)
+            sel, sigma = coin(n, blur_prob, g), uniform(n, lo, hi, g)
+            y = where_images(sel, lambda z: gaussian_blur(z, sigma[sel], math.ceil(3 * hi)), y)
         if solarize and aug.solarize_prob > 0:
-            sel = _coin(n, aug.solarize_prob, g).view(-1, 1, 1, 1)
+            sel = coin(n, aug.solarize_prob, g).view(-1, 1, 1, 1)
             y = torch.where(sel & (y >= SOLARIZE_THRESHOLD), 1 - y, y)
         y = y.expand(-1, 3, -1, -1)  # single-channel sources become RGB, as PIL's convert
         return (y - self.mean_t) / self.std_t
@@ -222,20 +240,20 @@ class BatchMultiCrop(MultiCropSpec):
         s = aug.jitter_strength
         if s <= 0 or aug.jitter_prob <= 0:
             return y
-        applied = _coin(n, aug.jitter_prob, g)
+        applied = coin(n, aug.jitter_prob, g)
         ops: list[tuple[Callable[[Tensor, Tensor], Tensor], Tensor]] = [
-            (adjust_brightness, _uniform(n, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s, g)),
-            (adjust_contrast, _uniform(n, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s, g)),
+            (adjust_brightness, uniform(n, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s, g)),
+            (adjust_contrast, uniform(n, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s, g)),
         ]
         if y.shape[1] == 3:
             hue = min(0.5, 0.1 * s)
             ops += [
-                (adjust_saturation, _uniform(n, max(0.0, 1 - 0.2 * s), 1 + 0.2 * s, g)),
-                (adjust_hue, _uniform(n, -hue, hue, g)),
+                (adjust_saturation, uniform(n, max(0.0, 1 - 0.2 * s), 1 + 0.2 * s, g)),
+                (adjust_hue, uniform(n, -hue, hue, g)),
             ]
         order = torch.rand(n, len(ops), generator=g).argsort(dim=1)
         for position in range(len(ops)):
             for k, (op, factor) in enumerate(ops):
                 sel = applied & (order[:, position] == k)
-                y = _where_images(sel, lambda z, op=op, f=factor, sel=sel: op(z, f[sel]), y)
+                y = where_images(sel, lambda z, op=op, f=factor, sel=sel: op(z, f[sel]), y)
         return y

@@ -87,6 +87,27 @@ def default_normalization(spec: str | os.PathLike | None = "embedded") -> Stats:
     return SOURCES[parse_data_spec(spec)[0]].normalization
 
 
+def augment_whole_batches(setting: bool | str, spec: str) -> tuple[bool, str]:
+    """Whether training augments whole batches with tensor operations (True) or image by
+    image with PIL, and why, in words for the start-up line. ``setting``: the config's
+    ``data.batch_augment`` (true, false or auto). ConfigError when ``true`` asks for whole
+    batches of data that cannot give them (an image folder's images differ in size)."""
+    array = holds_one_size_array(spec)
+    if setting == "auto":
+        if array:
+            return True, "whole batches with tensor operations (auto: images of one size)"
+        return False, "image by image with PIL (auto: an image folder's sizes differ)"
+    if setting and not array:
+        raise ConfigError(
+            f"data.batch_augment: true needs images of one size in an array (embedded, IDX, "
+            f"CIFAR, STL-10), and {spec!r} is an image folder: set it to auto or false "
+            f"(image by image)"
+        )
+    if setting:
+        return True, "whole batches with tensor operations (data.batch_augment: true)"
+    return False, "image by image with PIL (data.batch_augment: false)"
+
+
 def _explicit(spec: str | os.PathLike | None) -> bool:
     """Whether ``spec`` names its kind with a prefix (``cifar10:DIR``, ``folder:DIR`` ...)."""
     kind, sep, _ = str(spec or "").strip().partition(":")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mimkit.config import RunConfig, SectionedConfig, choice, load_sections, ranged
 from mimkit.data.datasets import BAD_IMAGE_MODES, check_subset
@@ -40,6 +40,10 @@ class FinetuneDataConfig:
     val_subset: float | int | None = ranged(None, "> 0")  # evaluate on part of the val split
     num_workers: int = ranged(2, ">= 0")
     on_bad_image: str = choice("skip", BAD_IMAGE_MODES)
+    # Augment whole batches with tensor operations (mimkit.data.batch_finetune) rather than
+    # image by image with PIL: auto (whole batches for array data sets, per image for folders
+    # of files), true (whole batches or an error) or false.
+    batch_augment: bool | Literal["auto"] = "auto"
 
 
 @dataclass
@@ -70,12 +74,18 @@ class FinetuneOptimConfig:
     weight_decay: float = ranged(0.05, ">= 0")  # weight matrices only, not biases/norms/tokens
     layer_decay: float = ranged(0.65, "(0, 1]")  # block i of depth d: lr x decay^(d - i)
     clip_grad: float = ranged(0.0, ">= 0")  # 0: no clipping
+    # Exponential moving average of the weights, its decay per step (0: off); when on, the
+    # evaluations (and the last/best figures) are of the average.
+    ema: float = ranged(0.0, "[0, 1)")
 
 
 @dataclass
 class FinetuneRunConfig(RunConfig):
     init: str | None = None  # backbone weights (any file mimkit knn reads) or "random"
     output_dir: str | None = None  # default: next to the --init file (see default_output_dir)
+    # At the end, the k-NN of the frozen starting backbone on the same splits (mimkit
+    # finetune prints it next to the fine-tuned top-1 and records it in finetune.json).
+    frozen_knn: bool = True
 
 
 @dataclass

@@ -1,5 +1,7 @@
-"""Fine-tuning data: the (low-label) train split with the recipe's augmentations, seeded per
-(epoch, image) so that a resumed run sees the same views, and the val split for evaluation."""
+"""Fine-tuning data: the (low-label) train split with the recipe's augmentations and the val
+split for evaluation. Array data sets are augmented a whole batch at a time with tensor
+operations, seeded by (seed, step, rank); folders of image files image by image with PIL,
+seeded by (seed, epoch, image): either way a resumed run sees the same views."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset, Subset
 
 from mimkit.data import (
+    BatchFinetuneTransform,
+    augment_whole_batches,
     build_dataset,
     check_images,
     dataset_labels,
@@ -21,13 +25,13 @@ from mimkit.data import (
 )
 from mimkit.errors import DataError
 from mimkit.finetune.config import FinetuneConfig
-from mimkit.train.sampling import SeededViews
+from mimkit.train.sampling import BatchSeededViews, SeededViews
 
 
 @dataclass
 class FinetuneData:
     train: Dataset  # images without transform (labels known without decoding)
-    views: SeededViews  # train images through the augmentations
+    views: SeededViews | BatchSeededViews  # train images through the augmentations
     val: Dataset  # images through the evaluation transform
     num_classes: int
 
@@ -39,7 +43,8 @@ def validate_data(cfg: FinetuneConfig) -> None:
     validate_data_spec(d.val_dataset or d.dataset, "val")
 
 
-def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
+def build_data(cfg: FinetuneConfig, img_size: int, rank: int = 0) -> FinetuneData:
+    """The splits and the train views of process ``rank``."""
     d, a = cfg.data, cfg.augment
     mean, std = default_normalization(d.dataset)
     train = build_dataset(d.dataset, "train", subset=d.subset, on_bad_image=d.on_bad_image)
@@ -64,17 +69,21 @@ def build_data(cfg: FinetuneConfig, img_size: int) -> FinetuneData:
         raise DataError(
             f"the val split has label {max(val_labels)} but the train split only {classes} classes"
         )
-    transform = finetune_transform(
-        img_size,
-        mean,
-        std,
+    augment = dict(
         scale=tuple(a.crop_scale),
         flip_prob=a.flip_prob,
         randaug_ops=a.randaug_ops,
         randaug_magnitude=a.randaug_magnitude,
         erase_prob=a.erase_prob,
     )
-    return FinetuneData(train, SeededViews(train, transform, cfg.run.seed), val, classes)
+    views: SeededViews | BatchSeededViews
+    batched_views, _ = augment_whole_batches(d.batch_augment, d.dataset)
+    if batched_views:
+        batched = BatchFinetuneTransform(img_size, mean, std, **augment)
+        views = BatchSeededViews(train, batched, cfg.run.seed, rank)  # type: ignore[arg-type]
+    else:
+        views = SeededViews(train, finetune_transform(img_size, mean, std, **augment), cfg.run.seed)
+    return FinetuneData(train, views, val, classes)
 
 
 def val_shard(val: Dataset, rank: int, world_size: int) -> Dataset:

@@ -26,7 +26,7 @@ from mimkit.errors import CheckpointError
 from mimkit.evaluate.linear import accuracy_counts, accuracy_percent
 from mimkit.finetune.config import AugmentConfig, FinetuneConfig
 from mimkit.finetune.data import FinetuneData, val_shard
-from mimkit.finetune.model import Classifier, InitWeights
+from mimkit.finetune.model import Classifier, InitWeights, weight_average
 from mimkit.finetune.optim import layer_decay_groups
 from mimkit.finetune.results import FinetuneReport, write_results
 from mimkit.models import BackboneSpec
@@ -40,6 +40,8 @@ CHECKPOINT_KIND = "finetune"
 # Settings a resumed run may change: they do not change what is computed (the seed does).
 RESUMABLE = ("run.", "data.num_workers")
 NOT_RESUMABLE = ("run.seed", "run.init", "run.init_key")
+# Settings added since the first checkpoints, as runs without them ran (others: the default).
+BEFORE_THEY_EXISTED = {"batch_augment": False}  # views were made image by image
 
 
 def build_mixup(a: AugmentConfig, num_classes: int) -> Callable | None:
@@ -97,6 +99,8 @@ class ClassifierMethod(nn.Module):
         self.model = model.to(device)
         self.train_model: nn.Module = self.model  # DDP wraps it (distribute)
         self.mixup = build_mixup(cfg.augment, data.num_classes)
+        # When on, the average of the weights is what the evaluations measure.
+        self.ema = weight_average(self.model, cfg.optim.ema)
         self.history: list[dict[str, Any]] = []
 
     # -- what the engine uses -------------------------------------------------------------
@@ -116,6 +120,7 @@ class ClassifierMethod(nn.Module):
         return {
             "kind": CHECKPOINT_KIND,
             "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "history": self.history,
             "init": self.init.source,
             "num_classes": self.data.num_classes,
@@ -123,6 +128,8 @@ class ClassifierMethod(nn.Module):
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.history = list(state.get("history", []))
 
     def identity(self) -> dict[str, Any]:
@@ -144,6 +151,7 @@ class ClassifierMethod(nn.Module):
                 f"{path} fine-tuned {state.get('init')}, not {self.init.source}; {other}"
             )
         defaults = FinetuneConfig().to_dict()
+        defaults["data"].update(BEFORE_THEY_EXISTED)
         found = ckpt.changes(
             saved.get("finetune", {}), self.cfg.to_dict(), defaults, RESUMABLE, NOT_RESUMABLE
         )
@@ -170,13 +178,16 @@ class ClassifierMethod(nn.Module):
         """(Nothing is frozen by the schedule.)"""
 
     def after_optimizer_step(self, step: int) -> None:
-        """(No second network to update.)"""
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     # -- evaluation and results -----------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Top-1/top-5 and loss on the whole val split, each process taking its share."""
-        self.model.eval()
+        """Top-1/top-5 and loss on the whole val split, each process taking its share: of the
+        weights' average when there is one."""
+        model = self.ema.module if self.ema is not None else self.model
+        model.eval()
         shard = val_shard(self.data.val, self.dist.rank, self.dist.world_size)
         loader = DataLoader(
             shard,
@@ -187,10 +198,10 @@ class ClassifierMethod(nn.Module):
         )
         batches = ((x.to(self.device), y.to(self.device)) for x, y in filter(None, loader))
         with autocast(self.device, amp_dtype(self.cfg.run.amp, self.device)):
-            counts = accuracy_counts(self.model, batches).to(self.device)
+            counts = accuracy_counts(model, batches).to(self.device)
         if self.dist.enabled:
             torch.distributed.all_reduce(counts)
-        self.model.train()
+        model.train()
         return accuracy_percent(counts, self.data.num_classes)
 
     def end_epoch(self, epoch: int, step: int, record: dict[str, float]) -> None:
@@ -200,6 +211,8 @@ class ClassifierMethod(nn.Module):
                 "step": step,
                 "train_loss": record["loss"],
                 "lr": self.schedule.learning_rate(step - 1),
+                # training only (evaluation and the epoch's save excluded), as pretraining's
+                "images_per_s": record["images_per_s"],
                 **{k: v for k, v in record.items() if k.startswith("val_")},
                 "elapsed": record["elapsed"],
             }

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mimkit.errors import CheckpointError
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
@@ -62,9 +63,7 @@ def read_init(cfg: FinetuneConfig) -> InitWeights:
     if not path.is_file():
         raise CheckpointError(f"--init {init}: no such file (or give --init random)")
     state, file_cfg = load_backbone_state(path, cfg.run.init_key)
-    spec = resolve_spec(
-        state, file_cfg, arch=m.arch, img_size=m.img_size, patch_size=m.patch_size
-    )
+    spec = resolve_spec(state, file_cfg, arch=m.arch, img_size=m.img_size, patch_size=m.patch_size)
     return InitWeights(str(path.resolve()), spec, state)
 
 
@@ -80,3 +79,11 @@ def build_classifier(
         notes = load_backbone(dict(init.state), backbone, interpolate_pos_embed=True)
     model = Classifier(backbone, num_classes, cfg.model.head_init_scale)
     return model, notes
+
+
+def weight_average(model: Classifier, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (torch's ``AveragedModel``),
+    updated after every step; None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))

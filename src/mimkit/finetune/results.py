@@ -1,5 +1,6 @@
 """The fine-tuning summary: last and best epoch (the best is chosen on the val split, so it
-is optimistic), written as ``finetune.json`` next to the run's checkpoint."""
+is optimistic), written as ``finetune.json`` next to the run's checkpoint, and the frozen
+starting backbone's k-NN beside it (whether fine-tuning paid)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"last": dict(history[-1]), "best_optimistic": dict(best_epoch(history))}
 
 
-def format_scores(record: dict[str, Any]) -> str:
-    text = f"top-1 {record['val_top1']:.2f}"
-    if "val_top5" in record:
-        text += f"  top-5 {record['val_top5']:.2f}"
+def format_scores(record: dict[str, Any], prefix: str = "val_") -> str:
+    text = f"top-1 {record[prefix + 'top1']:.2f}"
+    if prefix + "top5" in record:
+        text += f"  top-5 {record[prefix + 'top5']:.2f}"
     return text
 
 
@@ -59,10 +60,24 @@ def summary_lines(history: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def frozen_knn_lines(history: list[dict[str, Any]], knn: dict[str, float]) -> list[str]:
+    """The frozen backbone's k-NN and what fine-tuning gained over it (last epoch)."""
+    gain = history[-1]["val_top1"] - knn["top1"]
+    return [
+        f"frozen backbone, k-NN@{knn['k']:g} on the same splits:   {format_scores(knn, '')}",
+        f"fine-tuning gained {gain:+.2f} points of top-1 (last epoch against frozen k-NN)",
+    ]
+
+
 def write_results(
-    report: FinetuneReport, history: list[dict[str, Any]], status: str, seconds: float
+    report: FinetuneReport,
+    history: list[dict[str, Any]],
+    status: str,
+    seconds: float,
+    frozen_knn: dict[str, float] | None = None,
 ) -> Path:
-    """``OUTPUT_DIR/finetune.json``: the report, the last and best epochs and the history."""
+    """``OUTPUT_DIR/finetune.json``: the report, the last and best epochs, the history and,
+    when measured, the frozen starting backbone's k-NN on the same splits."""
     fields = asdict(report)
     out = Path(fields.pop("output_dir")) / RESULTS_NAME
     payload = {
@@ -75,6 +90,7 @@ def write_results(
         "history": history,
         "seconds": round(seconds, 3),
         **{k: fields[k] for k in ("device", "world_size", "notes", "config")},
+        **({"frozen_knn": frozen_knn} if frozen_knn else {}),
     }
     write_json(out, payload)
     return out

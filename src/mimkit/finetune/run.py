@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mimkit.errors import ConfigError
+from mimkit.finetune.baseline import frozen_knn
 from mimkit.finetune.config import RANDOM_INIT, FinetuneConfig
 from mimkit.finetune.data import build_data, validate_data
 from mimkit.finetune.method import ClassifierMethod, ValAccuracyHook, finetune_schedule
@@ -38,6 +39,7 @@ class FinetuneResult:
     step: int
     output_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    frozen_knn: dict[str, float] | None = None  # the starting backbone's, on the same splits
 
 
 def build_finetuning(
@@ -51,7 +53,7 @@ def build_finetuning(
     source = ckpt.resume_source(out, resume, resume_from)
     dist, device = start_process(cfg.run.device, cfg.run.threads)
     init = read_init(cfg)
-    data = build_data(cfg, int(init.description["img_size"]))
+    data = build_data(cfg, int(init.description["img_size"]), dist.rank)
     o = cfg.optim
     try:
         sampler = EpochSampler(len(data.views), o.batch_size, cfg.run.seed, dist.rank,
@@ -96,9 +98,12 @@ def run_finetuning(loop: TrainLoop) -> FinetuneResult:
     """Train ``loop`` (from :func:`build_finetuning`) to its end; write ``finetune.json``."""
     method: ClassifierMethod = loop.method  # type: ignore[assignment]
     fit = loop.fit()
+    knn = None
     if loop.dist.is_main and method.history:
-        write_results(method.report, method.history, fit.status, loop.elapsed)
-    return FinetuneResult(fit.status, fit.step, loop.out, list(method.history))
+        if method.cfg.run.frozen_knn and fit.status == "finished":
+            knn = frozen_knn(method.cfg, method.init, method.data, loop.device)
+        write_results(method.report, method.history, fit.status, loop.elapsed, knn)
+    return FinetuneResult(fit.status, fit.step, loop.out, list(method.history), knn)
 
 
 def finetune(

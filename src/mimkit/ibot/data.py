@@ -7,10 +7,10 @@ from mimkit.data import (
     Augmentations,
     BatchMultiCrop,
     MultiCropTransform,
+    augment_whole_batches,
     build_dataset,
     check_images,
     default_normalization,
-    holds_one_size_array,
 )
 from mimkit.data.transforms import MultiCropSpec
 from mimkit.errors import ConfigError
@@ -44,27 +44,6 @@ def multicrop_transform(cfg: PretrainConfig, batched: bool = False) -> MultiCrop
             blur_sigma_scaled=d.blur_sigma_scaled,
         ),
     )
-
-
-def augment_whole_batches(setting: bool | str, spec: str) -> tuple[bool, str]:
-    """Whether pretraining augments whole batches with tensor operations (True) or image by
-    image with PIL, and why, in words for the start-up line. ``setting``: the config's
-    ``data.batch_augment`` (true, false or auto). ConfigError when ``true`` asks for whole
-    batches of data that cannot give them (an image folder's images differ in size)."""
-    array = holds_one_size_array(spec)
-    if setting == "auto":
-        if array:
-            return True, "whole batches with tensor operations (auto: images of one size)"
-        return False, "image by image with PIL (auto: an image folder's sizes differ)"
-    if setting and not array:
-        raise ConfigError(
-            f"data.batch_augment: true needs images of one size in an array (embedded, IDX, "
-            f"CIFAR, STL-10), and {spec!r} is an image folder: set it to auto or false "
-            f"(image by image)"
-        )
-    if setting:
-        return True, "whole batches with tensor operations (data.batch_augment: true)"
-    return False, "image by image with PIL (data.batch_augment: false)"
 
 
 def build_train_data(cfg: PretrainConfig, dist: DistInfo) -> TrainData:

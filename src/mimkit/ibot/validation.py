@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from mimkit.data import validate_data_spec
+from mimkit.data import augment_whole_batches, validate_data_spec
 from mimkit.errors import ConfigError
 from mimkit.ibot.config import PretrainConfig, sizes_that_work
-from mimkit.ibot.data import augment_whole_batches
 from mimkit.ibot.mask_planner import contrastive_score
 from mimkit.masking import (
     MaskStrategy,

@@ -107,7 +107,7 @@ class BatchSeededViews:
     def __init__(
         self,
         dataset: PixelArray,
-        transform: Callable[[Tensor, torch.Generator], list[Tensor]],
+        transform: Callable[[Tensor, torch.Generator], Tensor | list[Tensor]],
         seed: int,
         rank: int = 0,
     ) -> None:
@@ -119,7 +119,7 @@ class BatchSeededViews:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, step: int, items: Sequence[int]) -> tuple[list[Tensor], Tensor]:
+    def batch(self, step: int, items: Sequence[int]) -> tuple[Tensor | list[Tensor], Tensor]:
         g = torch.Generator().manual_seed(
             mix_seed(VIEW_STREAM, start=step_seed(self.seed, step, self.rank))
         )
