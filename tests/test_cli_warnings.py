@@ -30,10 +30,13 @@ def test_a_decompression_bomb_warning_is_one_line(tmp_path, capsys, monkeypatch)
     # PIL warns above Image.MAX_IMAGE_PIXELS (89 Mpx) and refuses twice that: lowered here so
     # that 12x12 images (144 px) are "bombs" that still open.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    for c in ("a", "b"):
-        (tmp_path / "data" / c).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (12, 12), (i * 90, 0, 0)).save(tmp_path / "data" / c / f"{i}.png")
+    # a train/val tree: a folder without a val split would add its own warning
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(2):
+                img = Image.new("RGB", (12, 12), (i * 90, 0, 0))
+                img.save(tmp_path / "data" / split / c / f"{i}.png")
     argv = ["pretrain", "--data", str(tmp_path / "data"), "--batch-size", "2"]
     assert main([*argv, "--output-dir", str(tmp_path / "out"), *FAST]) == 0
     lines = _warnings(capsys.readouterr().err)

@@ -105,3 +105,22 @@ def test_run_job_file_round_trip(tmp_path):
         3,
         "cuda",
     )
+
+
+@pytest.mark.parametrize("status", ["stopped", "interrupted", "knn_interrupted"])
+def test_a_signal_anywhere_in_pretraining_stops_the_run_rather_than_failing_it(
+    tmp_path, monkeypatch, status
+):
+    # a signal during start-up or an epoch's k-NN ends pretraining as "interrupted": the run
+    # must stay resumable (partial), never be recorded as failed
+    import mimkit.ibot.pretrain as ibot_pretrain
+    from mimkit.compare.launch import CompareInterrupted, RunFailed, pretrain_inprocess
+
+    run = build_grid(parse_compare_config(tiny_compare()), tmp_path / "out")[0]
+    result = ibot_pretrain.PretrainResult(status, 5, 10, run.out, True)
+    monkeypatch.setattr(ibot_pretrain, "run_pretraining", lambda cfg: result)
+    with pytest.raises(CompareInterrupted):
+        pretrain_inprocess(run)
+    result.status, result.error = "non_finite", "loss is nan"
+    with pytest.raises(RunFailed, match="loss is nan"):
+        pretrain_inprocess(run)

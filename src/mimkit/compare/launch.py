@@ -33,7 +33,8 @@ def pretrain_inprocess(run: RunSpec) -> None:
     result = run_pretraining(run.config)
     if result.status == "non_finite":
         raise RunFailed(result.error or "non-finite values")
-    if result.status == "stopped":
+    if result.status in ("stopped", "interrupted", "knn_interrupted"):
+        # a signal outside the steps (start-up, an evaluation) is a stop too, not a failure
         raise CompareInterrupted(f"stopped during {run.name} at step {result.step}")
     if result.status != "finished":
         raise RunFailed(f"pretraining ended with status {result.status!r}")
