@@ -175,3 +175,16 @@ def _check_masks_figure(out: Path, write_compare) -> None:
     scores = cls_attention_scores(f.readout.cls_attn[last], "mean")
     assert high.title == "AttMask-High"
     assert torch.equal(high.masks.flatten(1), top_k_masks(scores, torch.full((4,), 4)))
+
+
+def test_the_masks_figure_keeps_the_configs_strategy_order(tmp_path):
+    # runs come seed by seed; a strategy with fewer seeds must not jump ahead of the others
+    data = tiny_compare(seeds=[0, 1, 2])
+    data["strategies"].append({"name": "AttMask-Low", "mask": ["low"], "seeds": [0]})
+    runs = build_grid(parse_compare_config(data), tmp_path / "out")
+    for run in runs:
+        run.out.mkdir(parents=True)
+        (run.out / runner.epoch_checkpoint(run.epochs)).touch()
+    seed_major = sorted(runs, key=lambda r: r.seed)
+    names = [r.strategy.name for r, _ in final_runs(seed_major)]
+    assert names == ["Random", "AttMask-High", "AttMask-Low"]

@@ -50,7 +50,9 @@ def final_runs(runs: Sequence[RunSpec]) -> list[tuple[RunSpec, Path]]:
         path = checkpoint_for_epoch(run, run.epochs)
         if path is not None:
             picked[run.strategy.name] = (run, path)
-    order = {r.strategy.name: i for i, r in enumerate(runs)}
+    order: dict[str, int] = {}
+    for i, r in enumerate(runs):  # the config's order: where each strategy first appears
+        order.setdefault(r.strategy.name, i)
     return sorted(picked.values(), key=lambda rp: order[rp[0].strategy.name])
 
 
