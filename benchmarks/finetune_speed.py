@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from mimkit.config import load_config
 from mimkit.finetune import load_finetune_config
 from mimkit.finetune.data import build_data
+from mimkit.ibot.config import load_config
+from mimkit.ibot.data import build_train_data
 from mimkit.train.batches import BatchKey, BatchViews
-from mimkit.train.data import build_train_data
 from mimkit.train.distributed import DistInfo
 
 SHAPE = ["--arch", "vit_micro", "--img-size", "28", "--patch-size", "7"]
