@@ -76,3 +76,20 @@ def test_tiny_grid_summary_has_intervals_differences_and_p_values(
     assert block["knn_top1_k5_significant"] == "n/a" and block["knn_top1_k5_p"] == ""
     assert block["n_seeds"] == "1" and block["knn_top1_k5_ci_low"] == ""
     assert srows["Random"]["knn_top1_k5_diff"] == "" and srows["Random"]["baseline"] == "Random"
+
+
+def test_the_final_bars_wrap_to_three_panels_a_row(tmp_path):
+    # seven evaluations in one row made a 4,000-pixel strip nobody could read
+    from PIL import Image
+
+    from mimkit.compare.plots import BARS_PER_ROW, plot_final_bars
+    from mimkit.compare.stats import estimate
+
+    bars = [("Random", estimate([70.0, 71.0])), ("Block", estimate([72.0]))]
+    panels = [(f"evaluation {i}", bars) for i in range(7)]
+    plot_final_bars(panels, tmp_path / "bars.png")
+    with Image.open(tmp_path / "bars.png") as img:
+        width, height = img.size
+    assert BARS_PER_ROW == 3
+    assert width == round((5.2 * 3 + 2.2) * 110)
+    assert height == round((0.34 * 2 + 1.6) * 3 * 110)

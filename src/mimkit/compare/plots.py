@@ -13,15 +13,19 @@ from mimkit.compare.stats import Estimate
 
 _STYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+BARS_PER_ROW = 3
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def _figure(width: float, height: float, count: int = 1, ncols: int | None = None):
+    """``count`` axes, ``ncols`` to a row (default: all in one row)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    ncols = ncols or count
+    nrows = math.ceil(count / ncols)
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(count)]
     return fig, axes
 
 
@@ -89,7 +93,9 @@ def plot_final_bars(
 ) -> None:
     """Horizontal bars sorted by mean (best on top), 95% confidence intervals where n >= 2."""
     rows = max((len(b) for _, b in panels), default=1)
-    fig, axes = _figure(5.2 * len(panels) + 2.2, 0.34 * rows + 1.6, len(panels))
+    ncols = min(len(panels), BARS_PER_ROW)  # one panel per evaluation, wrapped to stay legible
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = _figure(5.2 * ncols + 2.2, (0.34 * rows + 1.6) * nrows, len(panels), ncols)
     for ax, (xlabel, bars) in zip(axes, panels, strict=True):
         bars = sorted((b for b in bars if not math.isnan(b[1].mean)), key=lambda b: b[1].mean)
         if not bars:
