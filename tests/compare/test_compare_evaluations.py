@@ -108,6 +108,19 @@ def test_evaluations_added_to_a_finished_grid(tmp_path: Path, write_compare, mon
     with (out / "summary.csv").open() as f:
         final = {r["strategy"]: r for r in csv.DictReader(f) if r["epoch"] == "1"}
     assert final["AttMask-High"]["fewshot_top1_1shot_pairs"] == "2"
+    # every evaluation side by side: the mean, then the paired Δ with its interval
+    glance = summary.split("## Every evaluation at a glance")[1].split("\n## ")[0]
+    lines = [line.strip("|").split("|") for line in glance.splitlines() if line.startswith("| ")]
+    head, cells = [c.strip() for c in lines[0]], {r[0].strip(): r for r in lines[1:]}
+    assert head[2:] == ["k-NN@5", "k-NN@5 (CLS + mean patch)", "1-shot k-NN", "2-shot k-NN",
+                        "linear", "fine-tune"]  # fmt: skip
+    high = dict(zip(head, (c.strip() for c in cells["AttMask-High"]), strict=True))
+    d = float(final["AttMask-High"]["linear_top1_diff"])
+    lo, hi = (float(final["AttMask-High"][f"linear_top1_diff_ci_{s}"]) for s in ("low", "high"))
+    mean = float(final["AttMask-High"]["linear_top1_mean"])
+    assert high["linear"] == f"{mean:.1f} ({d:+.1f} [{lo:+.1f}, {hi:+.1f}])"
+    assert high["fine-tune"] == "–"  # fine-tuned: Random seed 0 only
+    assert cells["Random"][-1].strip() == f"{float(rows['random-s0']['finetune_top1']):.1f} (n=1)"
     assert math.isfinite(float(final["Random"]["diag_object_coverage_mean"]))
     assert "diag_hardness_p" not in final["Random"]  # diagnostics are estimated, not tested
 

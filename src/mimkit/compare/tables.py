@@ -226,6 +226,34 @@ def estimate_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bo
     return _table(head, rows)
 
 
+def _glance_cell(g: Group, metric: str) -> str:
+    """``mean (Δ [CI])``, ``*`` when significant after Holm; the baseline's mean alone."""
+    est = g.stats[metric]
+    if est.n == 0:
+        return "–"
+    cell = f"{est.mean:.1f}" + (f" (n={est.n})" if est.n != len(g.seeds) else "")
+    c = g.versus.get(metric)
+    if c is None or c.test.diff.n == 0:
+        return cell
+    d = c.test.diff
+    if d.n < 2:
+        return f"{cell} ({d.mean:+.1f})"
+    star = "*" if c.significant else ""
+    return f"{cell} ({d.mean:+.1f} {fmt_interval(d.low, d.high, True)}){star}"
+
+
+def glance_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bool) -> str:
+    """Every evaluation side by side: per strategy and evaluation the mean, and the paired
+    difference from the baseline with its 95% CI (``*``: significant after Holm)."""
+    head = ["strategy", "seeds", *(m.short for m in metrics)]
+    rows = [
+        [g.label(multi), _seeds_cell(g)] + [_glance_cell(g, m.column) for m in metrics]
+        for g in groups
+        if any(g.stats[m.column].n for m in metrics)
+    ]
+    return _table(head, rows)
+
+
 def epoch_table(groups: Sequence[Group], column: str, multi: bool) -> str:
     """Mean [95% CI] per strategy and evaluated epoch."""
     epochs = sorted({g.epoch for g in groups})
@@ -393,6 +421,19 @@ def summary_markdown(
         "",
     ]
     text += _comparison_section(final, primary, baseline, multi, table=False)
+    glance = [primary] + [
+        m for e in plan for m in e.metrics if m.headline and m is not primary and m.tested
+    ]
+    if len(glance) > 1:
+        text += [
+            "## Every evaluation at a glance",
+            "",
+            f"Final epoch, top-1 %: mean over seeds (paired Δ vs {baseline} [95% CI]; * "
+            "significant after Holm); strategies without results are left out.",
+            "",
+            glance_table(final, glance, multi),
+            "",
+        ]
     for evaluation in plan:
         headline = [m for m in evaluation.metrics if m.headline and m is not primary]
         if not headline:
