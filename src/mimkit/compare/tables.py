@@ -227,19 +227,19 @@ def estimate_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bo
 
 
 def _glance_cell(g: Group, metric: str) -> str:
-    """``mean (Δ [CI])``, ``*`` when significant after Holm; the baseline's mean alone."""
+    """``mean (Δ [CI])``, ``*`` when significant after Holm, ``n=K`` when the evaluation has
+    fewer seeds than the strategy; the baseline's mean alone."""
     est = g.stats[metric]
     if est.n == 0:
         return "–"
-    cell = f"{est.mean:.1f}" + (f" (n={est.n})" if est.n != len(g.seeds) else "")
+    seeds = [f"n={est.n}"] if est.n != len(g.seeds) else []
     c = g.versus.get(metric)
     if c is None or c.test.diff.n == 0:
-        return cell
+        return f"{est.mean:.1f}" + (f" ({seeds[0]})" if seeds else "")
     d = c.test.diff
-    if d.n < 2:
-        return f"{cell} ({d.mean:+.1f})"
-    star = "*" if c.significant else ""
-    return f"{cell} ({d.mean:+.1f} {fmt_interval(d.low, d.high, True)}){star}"
+    delta = f"{d.mean:+.1f}" + (f" {fmt_interval(d.low, d.high, True)}" if d.n >= 2 else "")
+    star = "*" if d.n >= 2 and c.significant else ""
+    return f"{est.mean:.1f} ({', '.join([delta, *seeds])}){star}"
 
 
 def glance_table(groups: Sequence[Group], metrics: Sequence[Metric], multi: bool) -> str:
