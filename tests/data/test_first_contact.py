@@ -11,9 +11,11 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 from data_fixtures import DATA_KINDS, data_spec, image_folder, imagenet_tree
 
 from mimkit.cli import main
+from mimkit.compare import build_grid, load_compare_config
 from mimkit.config import shipped_config_names
 from mimkit.ibot.config import load_config
 from mimkit.train.checkpoint import load_checkpoint
@@ -66,6 +68,24 @@ def test_every_shipped_config_trains_a_step_on_an_image_folder(tmp_path, capsys,
         "--max-steps", "1", "--batch-size", "2", "--amp", "none",  # fp16 is slow on a CPU
     )  # fmt: skip
     assert "augmented image by image with PIL (" in text
+    assert load_checkpoint(out / "checkpoint.pth")["step"] == 1
+
+
+@pytest.mark.parametrize("kind", DATA_KINDS)
+def test_the_shipped_cpu_grid_trains_on_every_kind_of_data(tmp_path, capsys, kind):
+    """`mimkit compare --config fashion_mnist_strategies --set data.dataset=DATA`: every run
+    of the grid is built for the data, and its two-layer per-crop run trains a step there."""
+    spec = data_spec(kind, tmp_path)
+    grid = build_grid(
+        load_compare_config("fashion_mnist_strategies", [("data.dataset", spec)]), tmp_path / "g"
+    )
+    assert len(grid) == 83 and {r.config.data.dataset for r in grid} == {spec}
+    (run,) = [r for r in grid if r.strategy.name.startswith("Per-crop") and r.seed == 0]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(run.config.to_dict()))
+    out = tmp_path / "out"
+    run_cli(capsys, "pretrain", "--config", str(config), "--output-dir", str(out),
+            "--max-steps", "1", "--no-knn")  # fmt: skip
     assert load_checkpoint(out / "checkpoint.pth")["step"] == 1
 
 
