@@ -93,3 +93,18 @@ def test_the_final_bars_wrap_to_three_panels_a_row(tmp_path):
     assert BARS_PER_ROW == 3
     assert width == round((5.2 * 3 + 2.2) * 110)
     assert height == round((0.34 * 2 + 1.6) * 3 * 110)
+
+
+def test_an_evaluation_without_results_gets_no_panel(tmp_path):
+    # fine-tuning before any run had it left an empty seventh panel with 0-1 axes
+    from PIL import Image
+
+    from mimkit.compare.plots import plot_final_bars
+    from mimkit.compare.stats import estimate
+
+    bars = [("Random", estimate([70.0, 71.0])), ("Block", estimate([72.0]))]
+    empty = [("Random", estimate([])), ("Block", estimate([]))]
+    panels = [(f"evaluation {i}", bars) for i in range(6)] + [("fine-tune", empty)]
+    plot_final_bars(panels, tmp_path / "bars.png")
+    with Image.open(tmp_path / "bars.png") as img:
+        assert abs(img.size[1] - (0.34 * 2 + 1.6) * 2 * 110) <= 1  # two rows of three, not three

@@ -91,7 +91,11 @@ def plot_final_bars(
     path: Path,
     title: str = "",
 ) -> None:
-    """Horizontal bars sorted by mean (best on top), 95% confidence intervals where n >= 2."""
+    """Horizontal bars sorted by mean (best on top), 95% confidence intervals where n >= 2.
+    An evaluation no run has yet (fine-tuning before it ran) gets no panel."""
+    panels = [(x, b) for x, b in panels if any(not math.isnan(e.mean) for _, e in b)] or [
+        ("no results yet", [])
+    ]
     rows = max((len(b) for _, b in panels), default=1)
     ncols = min(len(panels), BARS_PER_ROW)  # one panel per evaluation, wrapped to stay legible
     nrows = math.ceil(len(panels) / ncols)
