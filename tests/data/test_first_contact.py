@@ -74,7 +74,8 @@ def test_every_shipped_config_trains_a_step_on_an_image_folder(tmp_path, capsys,
 @pytest.mark.parametrize("kind", DATA_KINDS)
 def test_the_shipped_cpu_grid_trains_on_every_kind_of_data(tmp_path, capsys, kind):
     """`mimkit compare --config fashion_mnist_strategies --set data.dataset=DATA`: every run
-    of the grid is built for the data, and its two-layer per-crop run trains a step there."""
+    of the grid is built for the data, and its per-crop run (a different attention layer for
+    each global crop) trains a step there."""
     spec = data_spec(kind, tmp_path)
     grid = build_grid(
         load_compare_config("fashion_mnist_strategies", [("data.dataset", spec)]), tmp_path / "g"
