@@ -120,7 +120,7 @@ def _launch(
     if slot.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
     log = (run.out / LOG_FILE).open("a")
-    cmd = [sys.executable, "-m", "mimkit.compare.worker", str(path)]
+    cmd = [sys.executable, "-m", "mimkit.compare.run_job", str(path)]
     # A session of its own: Ctrl-C in the terminal reaches the driver only, which passes it
     # on once (a worker stopped twice would not save).
     proc = subprocess.Popen(

@@ -1,5 +1,5 @@
 """One run of a grid in a process of its own: what ``mimkit compare --jobs N`` starts N of
-at once (``python -m mimkit.compare.worker <run>/compare_job.json``) and what each Slurm
+at once (``python -m mimkit.compare.run_job <run>/compare_job.json``) and what each Slurm
 job runs. The job file holds everything the run needs: its full pretraining config, the
 evaluation settings and how to launch it. A worker started by a driver stops (saving first,
 as on Ctrl-C) when that driver dies, however it dies: see :func:`stop_with_driver`."""
@@ -148,7 +148,7 @@ def stop_with_driver(driver: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m mimkit.compare.worker RUN_DIR/compare_job.json", file=sys.stderr)
+        print("usage: python -m mimkit.compare.run_job RUN_DIR/compare_job.json", file=sys.stderr)
         return 2
     driver = os.environ.get(DRIVER_PID, "")
     try:
@@ -158,6 +158,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the driver went away before the run started
         return EXIT_INTERRUPTED
 
-
-if __name__ == "__main__":
-    sys.exit(main())
