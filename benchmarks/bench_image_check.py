@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mimkit.data.datasets import _open_rgb, check_header
+from mimkit.data.image_folder import _open_rgb, check_header
 
 
 def write_images(root: Path, n: int, kind: str) -> list[str]:

@@ -13,7 +13,7 @@ from mimkit.data import (
     num_classes,
     validate_data_spec,
 )
-from mimkit.data.datasets import embedded_asset_path
+from mimkit.data.array_datasets import embedded_asset_path
 from mimkit.errors import ConfigError
 
 

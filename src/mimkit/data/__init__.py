@@ -1,6 +1,13 @@
 """Data sets, augmentations and the ``build_dataset`` entry point (docs/method.md, sections
 "Pretraining" and "Data")."""
 
+from mimkit.data.array_datasets import (
+    FASHION_MNIST_CLASSES,
+    CifarDataset,
+    EmbeddedFashionMNIST,
+    IdxDataset,
+    Stl10Dataset,
+)
 from mimkit.data.batch_finetune import BatchFinetuneTransform
 from mimkit.data.batch_transforms import BatchMultiCrop
 from mimkit.data.build import (
@@ -17,18 +24,9 @@ from mimkit.data.build import (
     require_classes,
     validate_data_spec,
 )
-from mimkit.data.datasets import (
-    FASHION_MNIST_CLASSES,
-    CifarDataset,
-    EmbeddedFashionMNIST,
-    IdxDataset,
-    ImageFolderDataset,
-    Stl10Dataset,
-    collate_readable,
-    leave_out_unreadable,
-    per_class_subset,
-)
 from mimkit.data.idx import read_idx, write_idx
+from mimkit.data.image_folder import ImageFolderDataset, collate_readable, leave_out_unreadable
+from mimkit.data.subsets import per_class_subset
 from mimkit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

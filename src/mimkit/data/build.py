@@ -22,25 +22,27 @@ from typing import Any
 from torch.utils.data import ConcatDataset, Dataset
 from torch.utils.data import Subset as TorchSubset
 
-from mimkit.data.datasets import (
-    BAD_IMAGE_MODES,
+from mimkit.data.array_datasets import (
     MNIST_CLASSES,
     STL10_SPLITS,
     CifarDataset,
     EmbeddedFashionMNIST,
     IdxDataset,
-    ImageFolderDataset,
     Stl10Dataset,
-    _check_split,
-    check_subset,
+    check_split,
     cifar_files,
     embedded_asset_path,
     idx_files,
-    scan_image_folder,
     stl10_files,
-    walk_once,
 )
 from mimkit.data.detect import LAYOUTS, NAMES, detect_kind
+from mimkit.data.image_folder import (
+    BAD_IMAGE_MODES,
+    ImageFolderDataset,
+    scan_image_folder,
+    walk_once,
+)
+from mimkit.data.subsets import check_subset
 from mimkit.data.transforms import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -125,7 +127,7 @@ def image_folder_split(root: str | os.PathLike, split: str) -> Path:
     """Folder of ``split`` in an ImageFolder tree: ``root/train``, ``root/val`` or ``root``."""
     root = Path(root)
     _check_dir(root)
-    split = _check_split(split)
+    split = check_split(split)
     has_layout = (root / "train").is_dir() or (root / "val").is_dir()
     if not has_layout:
         if split == "train":
@@ -150,7 +152,7 @@ def validate_data_spec(spec: str | os.PathLike | None = "embedded", split: str =
     """Fail fast with DataError if ``spec``/``split`` cannot give a data set; reads no images."""
     kind, path = parse_data_spec(spec)
     source = SOURCES[kind]
-    split = _check_split(split, source.splits)
+    split = check_split(split, source.splits)
     if path is not None:
         _check_dir(path)
     try:
@@ -255,7 +257,7 @@ def dataset_fingerprint(
     kind, path = parse_data_spec(spec)
     subset = check_subset(subset)
     source = SOURCES[kind]
-    split_n = _check_split(split, source.splits)
+    split_n = check_split(split, source.splits)
     h = hashlib.sha256(f"mimkit-data-v1|{kind}|{split_n}|{subset!r}\n".encode())
     if kind != "embedded":
         validate_data_spec(spec, split)
@@ -308,7 +310,7 @@ def _build_folder(path: Path, split, transform, subset, on_bad_image) -> Dataset
     folder = image_folder_split(path, split)
     class_to_idx = None
     train = path / "train"
-    if _check_split(split) == "val" and folder != path and train.is_dir():
+    if check_split(split) == "val" and folder != path and train.is_dir():
         names = sorted(e.name for e in os.scandir(train) if e.is_dir() and e.name[0] != ".")
         class_to_idx = {name: i for i, name in enumerate(names)}
     return ImageFolderDataset(folder, transform, subset, on_bad_image, class_to_idx)

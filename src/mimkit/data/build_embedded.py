@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from mimkit.data.datasets import FASHION_MNIST_CLASSES
+from mimkit.data.array_datasets import FASHION_MNIST_CLASSES
 from mimkit.data.idx import find_idx_file, read_idx
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mimkit.config import RunConfig, SectionedConfig, choice, load_sections, ranged
-from mimkit.data.datasets import BAD_IMAGE_MODES, check_subset
+from mimkit.data.image_folder import BAD_IMAGE_MODES
+from mimkit.data.subsets import check_subset
 from mimkit.errors import ConfigError
 from mimkit.models import backbone_spec
 from mimkit.train.compile import check_compile_backend

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mimkit.config import RunConfig, SectionedConfig, choice, load_sections, ranged, set_field
-from mimkit.data.datasets import BAD_IMAGE_MODES
+from mimkit.data.image_folder import BAD_IMAGE_MODES
 from mimkit.errors import ConfigError
 from mimkit.ibot.schedules import TEMP_WARMUPS
 from mimkit.losses.loss_prediction import PRED_GRADS

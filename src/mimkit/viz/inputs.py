@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mimkit.data.datasets import to_rgb
+from mimkit.data.image_folder import to_rgb
 from mimkit.errors import DataError
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
