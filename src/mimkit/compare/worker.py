@@ -157,4 +157,3 @@ def main(argv: list[str] | None = None) -> int:
         return execute(read_job(args[0]), echo=lambda line: print(line, flush=True))
     except KeyboardInterrupt:  # the driver went away before the run started
         return EXIT_INTERRUPTED
-
