@@ -9,24 +9,19 @@ from mimkit.masking.config import MaskingConfig
 from mimkit.masking.curriculum import RAMP_SHAPES, Ramp
 from mimkit.masking.generator import MaskGenerator
 from mimkit.masking.green_noise import green_mask, green_noise
+from mimkit.masking.modes import MODES, CropPlan, ModeOptions
 from mimkit.masking.plan import MaskPlan
 from mimkit.masking.random_block import block_mask, random_mask
-from mimkit.masking.scores import cls_attention_scores, minmax_normalize
-from mimkit.masking.select import select_mask
-from mimkit.masking.strategy import (
-    MODES,
+from mimkit.masking.score_kinds import (
     SCORE_KINDS,
-    CropPlan,
-    MaskStrategy,
-    ModeOptions,
     ScoreSpec,
     check_supported,
-    mask_crop,
     parse_score,
-    parse_strategies,
-    parse_strategy,
     readout_request,
 )
+from mimkit.masking.scores import cls_attention_scores, minmax_normalize
+from mimkit.masking.select import select_mask
+from mimkit.masking.strategy import MaskStrategy, mask_crop, parse_strategies, parse_strategy
 
 __all__ = [
     "MODES",

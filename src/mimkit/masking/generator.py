@@ -11,17 +11,11 @@ from torch import Tensor
 from mimkit.data.crops import CropLayout
 from mimkit.errors import ConfigError
 from mimkit.masking.config import MaskingConfig
+from mimkit.masking.modes import CropPlan
 from mimkit.masking.plan import MaskPlan
+from mimkit.masking.score_kinds import ScoreSpec, readout_request
 from mimkit.masking.select import uniform
-from mimkit.masking.strategy import (
-    CropPlan,
-    MaskStrategy,
-    ScoreSpec,
-    finish_crop,
-    parse_strategy,
-    plan_crop,
-    readout_request,
-)
+from mimkit.masking.strategy import MaskStrategy, finish_crop, parse_strategy, plan_crop
 from mimkit.models.readout import Readout, ReadoutRequest
 
 
