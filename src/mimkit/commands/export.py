@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: torch and the models load only when a command runs, not for --help.
-    from mimkit.weights.io import export_backbone, timm_constructor
+    from mimkit.weights.export import export_backbone, timm_constructor
 
     out = Path(args.out).expanduser()
     if out.is_dir():

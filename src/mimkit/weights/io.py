@@ -1,5 +1,5 @@
-"""Backbone weights in and out: mimkit checkpoints, DINO/iBOT files, timm state dicts and
-safetensors exports.
+"""Backbone weights in: mimkit checkpoints, DINO/iBOT files, timm state dicts and mimkit's
+safetensors exports (written by :mod:`mimkit.weights.export`).
 
 Files are read only with ``torch.load(..., weights_only=True)`` or safetensors: nothing in a
 weights file can run code.
@@ -16,14 +16,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from mimkit.errors import CheckpointError, ConfigError, OutputError, output_error
+from mimkit.errors import CheckpointError, ConfigError
 from mimkit.models import PRESETS, Backbone, BackboneSpec, backbone_spec, build_backbone
-from mimkit.models.spec import TIMM_PREFIX
 from mimkit.models.vit import resize_pos_embed
-from mimkit.runs.paths import default_file_mode, writable_folder
 from mimkit.weights.safe_load import read_torch_file
 
 # Heads per embed dim of the usual ViT sizes (all ViT presets agree; timm uses the same).
@@ -359,89 +357,3 @@ def load_pretrained(
     model = build_backbone(spec)
     notes = load_backbone(sd, model, interpolate_pos_embed=interpolate_pos_embed)
     return model, spec, notes
-
-
-# -- export -----------------------------------------------------------------------------
-EXPORT_FORMAT = "mimkit-backbone"
-
-
-def timm_constructor(spec: BackboneSpec) -> str:
-    """The timm call whose model loads an export of ``spec`` with ``strict=True``."""
-    if spec.family == "timm":
-        assert spec.arch is not None
-        return (
-            f"timm.create_model({spec.arch.removeprefix(TIMM_PREFIX)!r}, num_classes=0, "
-            f"img_size={spec.img_size}, patch_size={spec.patch_size})"
-        )
-    if spec.family == "swin":
-        heads = tuple(spec.num_heads * 2**s for s in range(len(spec.depths)))
-        return (
-            f"timm.models.swin_transformer.SwinTransformer(img_size={spec.img_size}, "
-            f"patch_size={spec.patch_size}, embed_dim={spec.embed_dim}, "
-            f"depths={tuple(spec.depths)}, num_heads={heads}, window_size={spec.window}, "
-            "num_classes=0)"
-        )
-    return (
-        f"timm.models.vision_transformer.VisionTransformer(img_size={spec.img_size}, "
-        f"patch_size={spec.patch_size}, embed_dim={spec.embed_dim}, depth={spec.depth}, "
-        f"num_heads={spec.num_heads}, num_classes=0)"
-    )
-
-
-def export_backbone(
-    checkpoint: str | os.PathLike,
-    out_path: str | os.PathLike,
-    checkpoint_key: str = "teacher",
-    *,
-    arch: str | None = None,
-    img_size: int | None = None,
-    patch_size: int | None = None,
-    num_heads: int | None = None,
-) -> BackboneSpec:
-    """Write the backbone as a safetensors file that :func:`timm_constructor`'s model loads
-    with ``strict=True`` (``masked_embed`` dropped, timm's own names). The backbone's
-    description goes in the file's metadata, so mimkit rebuilds the model from the export
-    alone. Returns it.
-    """
-    out = Path(out_path)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"{out}: the export must end in .safetensors")
-    if out.is_dir():
-        raise OutputError(f"cannot write {out}: it is a folder")
-    writable_folder(out.parent)  # before reading the checkpoint
-    model, spec, _ = load_pretrained(
-        checkpoint,
-        checkpoint_key,
-        arch=arch,
-        img_size=img_size,
-        patch_size=patch_size,
-        num_heads=num_heads,
-    )
-    prefix = model.external_prefix
-    tensors = {
-        k.removeprefix(prefix): v.detach().contiguous().clone()
-        for k, v in model.state_dict().items()
-        if k != "masked_embed"
-    }
-    meta = {
-        "format": EXPORT_FORMAT,
-        **spec.metadata(),
-        "source": Path(checkpoint).name,
-        "checkpoint_key": checkpoint_key,
-    }
-    _write_safetensors(tensors, out, meta)
-    return spec
-
-
-def _write_safetensors(tensors: dict[str, Tensor], out: Path, meta: dict[str, str]) -> None:
-    """safetensors writes a temporary file and renames it (atomic, but mode 0600): errors
-    become one line naming the path and the cause; the file gets the usual permissions."""
-    try:
-        save_file(tensors, str(out), metadata=meta)
-    except Exception as err:  # safetensors' own error type, with the OS error number inside
-        code = re.search(r"os error (\d+)", str(err))
-        if code is None:
-            raise
-        errno_ = int(code.group(1))
-        raise output_error(out, OSError(errno_, os.strerror(errno_))) from None
-    os.chmod(out, default_file_mode())
