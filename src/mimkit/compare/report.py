@@ -19,7 +19,8 @@ from mimkit.compare.evaluations import Evaluation, all_metrics, evaluation_plan
 from mimkit.compare.masks_figure import write_masks_figure
 from mimkit.compare.plots import write_plots
 from mimkit.compare.spec import CompareConfig, RunSpec, baseline_strategy
-from mimkit.compare.tables import summary_markdown, write_summary_csv
+from mimkit.compare.summary_markdown import summary_markdown
+from mimkit.compare.tables import write_summary_csv
 
 
 @dataclass

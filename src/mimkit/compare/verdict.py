@@ -1,0 +1,117 @@
+"""What a comparison on one metric does and does not establish against the baseline, in
+words: the verdict and the minimal detectable difference of ``summary.md``."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from mimkit.compare import stats
+from mimkit.compare.aggregate import Comparison, Group
+from mimkit.compare.evaluations import Metric
+from mimkit.compare.tables import fmt_p
+
+
+def _tested(groups: Sequence[Group], column: str) -> list[tuple[Group, Comparison]]:
+    return [
+        (g, g.versus[column])
+        for g in groups
+        if column in g.versus and g.versus[column].significant is not None
+    ]
+
+
+def power_line(groups: Sequence[Group], metric: Metric) -> str:
+    """The minimal detectable difference at 80% power, from the paired std pooled over the
+    comparisons, and the seeds a 1-point difference needs."""
+    tested = [c for _, c in _tested(groups, metric.column) if c.test.diff.std > 0]
+    if not tested:
+        return ""
+    sd = math.sqrt(sum(c.test.diff.std**2 for c in tested) / len(tested))
+    n = Counter(c.test.n for c in tested).most_common(1)[0][0]
+    mdd = stats.detectable_difference(sd, n)
+    need = stats.seeds_needed(sd)
+    needs = f"{need} seeds" if need else "more than 10,000 seeds"
+    found = (
+        f"{mdd:.1f} points with {n} seeds"
+        if math.isfinite(mdd)
+        else f"none with {n} seeds (the exact test cannot reach p < 0.05 with so few)"
+    )
+    return (
+        f"Minimal detectable difference ({metric.label}; 80% power, two-sided 5%, "
+        f"paired t-test on the observed paired std of {sd:.2f} points pooled over "
+        f"{_plural(len(tested), 'comparison')}): {found}; detecting a 1-point difference "
+        f"needs {needs} (per strategy in summary.csv)."
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _seeds_for_floor(m: int) -> int:
+    """Fewest seeds with which the smallest sign-flip p-value survives Holm over ``m``."""
+    n = 2
+    while m * stats.min_p_value(n) >= stats.ALPHA:
+        n += 1
+    return n
+
+
+def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool) -> str:
+    """What the final-epoch comparison on ``metric`` does and does not establish."""
+    column = metric.column
+    compared = [g for g in groups if column in g.versus]
+    if not compared:
+        return f"Nothing is compared: the baseline {baseline} has no result at this epoch."
+    tested = _tested(groups, column)
+    if not tested:
+        return (
+            f"No difference from {baseline} can be tested: no strategy has two or more seeds "
+            f"in common with it, and one seed is a single draw of the seed noise. Run at "
+            f"least {_seeds_for_floor(1)} seeds per strategy to test anything."
+        )
+    m = len(tested)
+    sig = [(g, c) for g, c in tested if c.significant]
+    rest = [(g, c) for g, c in tested if not c.significant]
+    holm = f"at 5% after Holm's correction over {_plural(m, 'comparison')}"
+    parts = []
+    if sig:
+        parts.append(
+            f"Established {holm}: "
+            + "; ".join(
+                f"{g.label(multi)} is {'above' if c.test.diff.mean > 0 else 'below'} {baseline}"
+                f" by {abs(c.test.diff.mean):.1f} points (95% CI of the difference "
+                f"{c.test.diff.low:+.1f} to {c.test.diff.high:+.1f}, p Holm {fmt_p(c.p_holm)})"
+                for g, c in sig
+            )
+            + "."
+        )
+    else:
+        parts.append(f"No difference from {baseline} is established {holm}.")
+    if rest:
+        parts.append(
+            "Not established: "
+            + ", ".join(f"{g.label(multi)} ({c.test.diff.mean:+.1f})" for g, c in rest)
+            + f" {'differs' if len(rest) == 1 else 'differ'} from {baseline} by no more than "
+            "seed noise explains; that does not show equality: differences below the "
+            "minimal detectable difference mostly go unseen."
+        )
+    untested = [g.label(multi) for g in compared if g.versus[column].significant is None]
+    if untested:
+        parts.append(
+            f"Untested (fewer than two seeds in common with {baseline}): "
+            + ", ".join(untested)
+            + "."
+        )
+    n = max(c.test.n for _, c in tested)
+    floor = stats.min_p_value(n)
+    if min(1.0, m * floor) >= stats.ALPHA:
+        parts.append(
+            f"With {n} seeds the exact sign-flip test cannot give a p-value below "
+            f"{fmt_p(floor)}"
+            + (f" ({fmt_p(min(1.0, m * floor))} after Holm)" if m > 1 else "")
+            + ": no difference can be significant here, whatever its size; that needs at "
+            f"least {_seeds_for_floor(m)} seeds per strategy."
+        )
+    parts.append(f"Only differences from {baseline} are tested, not the order of the others.")
+    return " ".join(parts)
