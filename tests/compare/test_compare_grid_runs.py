@@ -69,7 +69,7 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     assert srows["Random"]["n_seeds"] == "2"
     seeds = [float(r["knn_top1_k10"]) for r in finals if r["strategy"] == "Random"]
     assert abs(float(srows["Random"]["knn_top1_k10_mean"]) - sum(seeds) / 2) < 1e-3
-    for png in ("knn_vs_epoch.png", "final_bar.png"):
+    for png in ("knn_vs_epoch.png", "final_bar.png", "final_delta.png"):  # 2 pairs: tested
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     _check_masks_figure(out, write_compare)

@@ -108,3 +108,36 @@ def test_an_evaluation_without_results_gets_no_panel(tmp_path):
     plot_final_bars(panels, tmp_path / "bars.png")
     with Image.open(tmp_path / "bars.png") as img:
         assert abs(img.size[1] - (0.34 * 2 + 1.6) * 2 * 110) <= 1  # two rows of three, not three
+
+
+def _comparison(mean: float, low: float, high: float, n: int, p_holm: float):
+    from mimkit.compare.aggregate import Comparison
+    from mimkit.compare.stats import Estimate, PairedTest
+
+    return Comparison(PairedTest(Estimate(mean, 1.0, n, low, high), p_holm, "sign-flip"), p_holm)
+
+
+def test_paired_differences_keep_tested_strategies_only(tmp_path):
+    # the per-strategy intervals of the bars overlap where the paired ones do not: the
+    # difference figure shows what the tests see, and only what they tested
+    from PIL import Image
+
+    from mimkit.compare.plots import delta_rows, plot_paired_differences
+
+    comparisons = [
+        ("Block", _comparison(0.3, -0.2, 0.8, 8, 0.2)),
+        ("High", _comparison(-1.7, -2.4, -1.0, 8, 0.03)),
+        ("Low", _comparison(-0.5, float("nan"), float("nan"), 1, float("nan"))),  # one pair
+    ]
+    rows = delta_rows(comparisons)
+    assert [(r.label, r.significant) for r in rows] == [("High", True), ("Block", False)]
+    assert rows[0].low == -2.4 and rows[0].high == -1.0 and rows[0].n == 8
+    path = tmp_path / "delta.png"
+    assert plot_paired_differences([("k-NN", comparisons)] * 4, path, "Random")
+    with Image.open(path) as img:
+        width, height = img.size  # two rows of three panels, two strategies each
+    assert width == round((5.2 * 3 + 2.2) * 110)
+    assert abs(height - (0.34 * 2 + 1.6) * 2 * 110) <= 1
+    untested = tmp_path / "none.png"
+    assert not plot_paired_differences([("k-NN", comparisons[2:])], untested, "Random")
+    assert not untested.exists()

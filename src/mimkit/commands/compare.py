@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Run every (strategy, seed, epochs) of a compare config: pretrain into "
             "OUT/runs/<run>, evaluate every kept checkpoint as the config's eval: section "
             "says (k-NN, low-shot k-NN, linear probe, fine-tuning, mask diagnostics), write "
-            "OUT/results.csv, summary.md, summary.csv, knn_vs_epoch.png, final_bar.png and "
-            "masks.png. Rerunning resumes: finished runs are skipped, and on a finished grid "
-            "only the evaluations it lacks are computed."
+            "OUT/results.csv, summary.md, summary.csv, knn_vs_epoch.png, final_bar.png, "
+            "final_delta.png and masks.png. Rerunning resumes: finished runs are skipped, "
+            "and on a finished grid only the evaluations it lacks are computed."
         ),
     )
     p.add_argument(

@@ -1,14 +1,15 @@
 """The thesis-style figures of a comparison (matplotlib's Agg canvas, no display, no global
-backend switch): accuracy vs epoch with a 95% confidence band over seeds, and sorted final
-bars with 95% confidence intervals."""
+backend switch): accuracy vs epoch with a 95% confidence band over seeds, sorted final bars
+with 95% confidence intervals, and each strategy's paired difference from the baseline."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from mimkit.compare.aggregate import Group
+from mimkit.compare.aggregate import Comparison, Group
 from mimkit.compare.stats import Estimate
 
 _STYLES = ("-", "--", "-.", ":")
@@ -141,6 +142,80 @@ def plot_final_bars(
     fig.savefig(path)
 
 
+class DeltaRow(NamedTuple):
+    label: str
+    n: int  # pairs
+    mean: float
+    low: float
+    high: float
+    significant: bool
+
+
+def delta_rows(comparisons: Sequence[tuple[str, Comparison]]) -> list[DeltaRow]:
+    """The tested comparisons (two or more pairs) as rows, by mean difference from the
+    smallest (drawn at the bottom of a panel) up."""
+    rows = [
+        DeltaRow(label, c.test.n, c.test.diff.mean, c.test.diff.low, c.test.diff.high,
+                 bool(c.significant))
+        for label, c in comparisons
+        if c.significant is not None
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: r.mean)
+
+
+def plot_paired_differences(
+    panels: Sequence[tuple[str, list[tuple[str, Comparison]]]],
+    path: Path,
+    baseline: str,
+    title: str = "",
+) -> bool:
+    """One panel per evaluation: each strategy's paired difference from ``baseline`` (mean
+    over the seeds both ran, 95% CI), a line at zero, filled red where the difference is
+    significant after Holm's correction. The per-strategy intervals of the bar chart overlap
+    where seed-to-seed noise is shared; the paired ones show what the tests see. Returns
+    False (and writes nothing) when no comparison has two or more pairs."""
+    tables = [(xlabel, delta_rows(c)) for xlabel, c in panels]
+    tables = [(xlabel, rows) for xlabel, rows in tables if rows]
+    if not tables:
+        return False
+    rows_max = max(len(rows) for _, rows in tables)
+    ncols = min(len(tables), BARS_PER_ROW)
+    nrows = math.ceil(len(tables) / ncols)
+    fig, axes = _figure(5.2 * ncols + 2.2, (0.34 * rows_max + 1.6) * nrows, len(tables), ncols)
+    for ax, (xlabel, rows) in zip(axes, tables, strict=True):
+        ys = list(range(len(rows)))
+        ax.axvline(0.0, color="grey", linewidth=1.0)
+        for y, r in zip(ys, rows, strict=True):
+            color = "#c44e52" if r.significant else "black"
+            ax.errorbar(
+                [r.mean], [y], xerr=[[r.mean - r.low], [r.high - r.mean]], fmt="o",
+                color=color, ecolor=color, capsize=3, linewidth=1.2, markersize=5,
+                markerfacecolor=color if r.significant else "white",
+            )  # fmt: skip
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{r.label} (n={r.n})" for r in rows], fontsize=8)
+        lo = min(min(r.low for r in rows), 0.0)
+        hi = max(max(r.high for r in rows), 0.0)
+        span = max(hi - lo, 1.0)
+        ax.set_xlim(lo - 0.1 * span, hi + 0.45 * span)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        for y, r in zip(ys, rows, strict=True):
+            ax.text(
+                hi + 0.05 * span, y, f"{r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}]",
+                va="center", fontsize=7,
+            )  # fmt: skip
+        ax.set_xlabel(
+            f"{xlabel}: difference from {baseline} (points)\n(paired, 95% CI; red, filled: "
+            "significant after Holm)"
+        )
+        ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
 def write_plots(
     out: Path,
     groups: Sequence[Group],
@@ -148,8 +223,10 @@ def write_plots(
     bar_metrics: Sequence[tuple[str, str]],
     multi_budget: bool,
     title: str = "",
+    baseline: str = "",
 ) -> list[Path]:
-    """``knn_vs_epoch.png`` and ``final_bar.png`` in ``out``; ``groups`` at the final epoch,
+    """``knn_vs_epoch.png``, ``final_bar.png`` and, once a strategy has two or more seeds in
+    common with ``baseline``, ``final_delta.png`` in ``out``; ``groups`` at the final epoch,
     ``bar_metrics`` is ``[(stat key, axis label)]``."""
     curves_path, bars_path = out / "knn_vs_epoch.png", out / "final_bar.png"
     plot_curves(curve_panels, curves_path, title)
@@ -158,4 +235,17 @@ def write_plots(
         for key, label in bar_metrics
     ]
     plot_final_bars(bar_panels, bars_path, title)
-    return [curves_path, bars_path]
+    written = [curves_path, bars_path]
+    delta_path = out / "final_delta.png"
+    delta_panels = [
+        (
+            label.removesuffix(" (%), final epoch"),
+            [(g.label(multi_budget), g.versus[key]) for g in groups if key in g.versus],
+        )
+        for key, label in bar_metrics
+    ]
+    if baseline and plot_paired_differences(delta_panels, delta_path, baseline, title):
+        written.append(delta_path)
+    else:
+        delta_path.unlink(missing_ok=True)  # no stale figure from an earlier report
+    return written

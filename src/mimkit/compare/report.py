@@ -84,15 +84,18 @@ def write_report(
     summary_md.write_text(markdown)
     files = [results_csv, summary_csv, summary_md]
     if rows:
-        files += _plots(cc, out, groups, plan)
+        files += _plots(cc, out, groups, plan, base)
         figure = write_masks_figure(runs, out, _title(cc))
         files += [figure] if figure is not None else []
     return Report(groups=groups, markdown=markdown, files=files, rows=len(rows))
 
 
-def _plots(cc: CompareConfig, out: Path, groups: list[Group], plan: list[Evaluation]) -> list[Path]:
+def _plots(
+    cc: CompareConfig, out: Path, groups: list[Group], plan: list[Evaluation], baseline: str
+) -> list[Path]:
     """Accuracy by epoch (the grid's k-NN, and every other evaluation run at every evaluated
-    epoch), and the final bars of every headline accuracy."""
+    epoch), the final bars of every headline accuracy and the paired differences from
+    ``baseline``."""
     label = (lambda s, e: f"{s} ({e} ep)") if cc.multi_budget else (lambda s, e: s)
     headline = [m for e in plan for m in e.metrics if m.headline]
     curved = [m for e in plan if not e.final_only for m in e.metrics if m.headline]
@@ -102,7 +105,7 @@ def _plots(cc: CompareConfig, out: Path, groups: list[Group], plan: list[Evaluat
     ]
     bars = [(m.column, f"{m.label} (%), final epoch") for m in headline]
     final = [g for g in groups if g.final]
-    return write_plots(out, final, panels, bars, cc.multi_budget, _title(cc))
+    return write_plots(out, final, panels, bars, cc.multi_budget, _title(cc), baseline)
 
 
 def _title(cc: CompareConfig) -> str:
