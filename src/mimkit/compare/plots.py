@@ -30,6 +30,14 @@ def _figure(width: float, height: float, count: int = 1, ncols: int | None = Non
     return fig, axes
 
 
+def _row_panels(count: int, rows: int):
+    """``count`` panels of ``rows`` horizontal rows each (one per strategy), wrapped
+    :data:`BARS_PER_ROW` to a line so that many evaluations stay legible."""
+    ncols = min(count, BARS_PER_ROW)
+    nrows = math.ceil(count / ncols)
+    return _figure(5.2 * ncols + 2.2, (0.34 * rows + 1.6) * nrows, count, ncols)
+
+
 def _color(i: int, n: int):
     from matplotlib import colormaps
 
@@ -98,9 +106,7 @@ def plot_final_bars(
         ("no results yet", [])
     ]
     rows = max((len(b) for _, b in panels), default=1)
-    ncols = min(len(panels), BARS_PER_ROW)  # one panel per evaluation, wrapped to stay legible
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = _figure(5.2 * ncols + 2.2, (0.34 * rows + 1.6) * nrows, len(panels), ncols)
+    fig, axes = _row_panels(len(panels), rows)
     for ax, (xlabel, bars) in zip(axes, panels, strict=True):
         bars = sorted((b for b in bars if not math.isnan(b[1].mean)), key=lambda b: b[1].mean)
         if not bars:
@@ -178,10 +184,7 @@ def plot_paired_differences(
     tables = [(xlabel, rows) for xlabel, rows in tables if rows]
     if not tables:
         return False
-    rows_max = max(len(rows) for _, rows in tables)
-    ncols = min(len(tables), BARS_PER_ROW)
-    nrows = math.ceil(len(tables) / ncols)
-    fig, axes = _figure(5.2 * ncols + 2.2, (0.34 * rows_max + 1.6) * nrows, len(tables), ncols)
+    fig, axes = _row_panels(len(tables), max(len(rows) for _, rows in tables))
     for ax, (xlabel, rows) in zip(axes, tables, strict=True):
         ys = list(range(len(rows)))
         ax.axvline(0.0, color="grey", linewidth=1.0)
@@ -227,21 +230,21 @@ def write_plots(
 ) -> list[Path]:
     """``knn_vs_epoch.png``, ``final_bar.png`` and, once a strategy has two or more seeds in
     common with ``baseline``, ``final_delta.png`` in ``out``; ``groups`` at the final epoch,
-    ``bar_metrics`` is ``[(stat key, axis label)]``."""
+    ``bar_metrics`` is ``[(stat key, metric label)]``."""
     curves_path, bars_path = out / "knn_vs_epoch.png", out / "final_bar.png"
     plot_curves(curve_panels, curves_path, title)
     bar_panels = [
-        (label, [(g.label(multi_budget), g.stats[key]) for g in groups if g.stats[key].n > 0])
+        (
+            f"{label} (%), final epoch",
+            [(g.label(multi_budget), g.stats[key]) for g in groups if g.stats[key].n > 0],
+        )
         for key, label in bar_metrics
     ]
     plot_final_bars(bar_panels, bars_path, title)
     written = [curves_path, bars_path]
     delta_path = out / "final_delta.png"
     delta_panels = [
-        (
-            label.removesuffix(" (%), final epoch"),
-            [(g.label(multi_budget), g.versus[key]) for g in groups if key in g.versus],
-        )
+        (label, [(g.label(multi_budget), g.versus[key]) for g in groups if key in g.versus])
         for key, label in bar_metrics
     ]
     if baseline and plot_paired_differences(delta_panels, delta_path, baseline, title):

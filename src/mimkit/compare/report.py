@@ -103,7 +103,7 @@ def _plots(
         (f"{m.label} (%)", {label(s, e): pts for (s, e), pts in curves(groups, m.column).items()})
         for m in curved
     ]
-    bars = [(m.column, f"{m.label} (%), final epoch") for m in headline]
+    bars = [(m.column, m.label) for m in headline]
     final = [g for g in groups if g.final]
     return write_plots(out, final, panels, bars, cc.multi_budget, _title(cc), baseline)
 
