@@ -13,6 +13,7 @@ from mimkit.compare.aggregate import summarize
 from mimkit.compare.stats import (
     detectable_difference,
     holm,
+    holm_reachable,
     min_p_value,
     paired_t_power,
     paired_test,
@@ -87,6 +88,32 @@ def test_holm_on_fixed_p_values():
     assert holm([]) == []
 
 
+def test_holm_counts_only_the_tests_that_can_reach_alpha():
+    ten, three = min_p_value(10), min_p_value(3)  # 0.002 and 0.25
+    p = [0.002, 0.01, 0.25, 0.5, 0.75]
+    got = holm_reachable(p, [ten, ten, three, three, three])
+    assert got[:2] == pytest.approx([0.004, 0.01])  # Holm over the two 10-seed tests
+    assert all(math.isnan(q) for q in got[2:])
+    # Equal floors below alpha: plain Holm; none below alpha: all count (none can pass).
+    assert holm_reachable(p, [ten] * 5) == pytest.approx(holm(p))
+    assert holm_reachable(p[2:], [three] * 3) == pytest.approx(holm(p[2:]))
+    with pytest.raises(ValueError, match="floors"):
+        holm_reachable(p, [ten])
+
+
+def test_leaving_out_unreachable_tests_keeps_the_family_wise_error():
+    # Under the null, 4 comparisons with 10 seeds and 11 with 3: the chance of any false
+    # rejection stays below 5% (sign-flip p of symmetric noise).
+    rng = np.random.default_rng(0)
+    seeds = [10] * 4 + [3] * 11
+    floors = [min_p_value(n) for n in seeds]
+    trials, false = 400, 0
+    for _ in range(trials):
+        ps = [sign_flip_p(list(rng.normal(0, 1, n))) for n in seeds]
+        false += any(q < 0.05 for q in holm_reachable(ps, floors) if not math.isnan(q))
+    assert false / trials < 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials)
+
+
 def test_power_matches_a_simulated_paired_t_test():
     sd, n = 1.3, 6
     delta = detectable_difference(sd, n)
@@ -125,10 +152,11 @@ def test_strategies_compared_with_the_baseline_on_common_seeds():
     assert high.test.n == 6 and low.test.n == 4 and once.test.n == 1
     assert high.test.p == pytest.approx(2 / 64)  # every seed higher
     assert low.test.p == pytest.approx(brute_force_sign_flip([0.3, -0.6, 0.9, -0.4]))
-    # Holm over the two tested comparisons (the one-seed one has no p-value)
-    assert high.p_holm == pytest.approx(min(1.0, 2 * high.test.p))
-    assert low.p_holm == pytest.approx(max(high.p_holm, low.test.p))
-    assert high.significant is False  # 0.0625 after Holm: 6 seeds are not enough for two
+    # Four seeds cannot give p < 0.05 (2 / 2^4 = 0.125): Holm counts High alone, Low is
+    # tested but left out, and the one-seed comparison has no p-value at all.
+    assert high.reachable and not low.reachable
+    assert high.p_holm == pytest.approx(high.test.p) and high.significant is True
+    assert math.isnan(low.p_holm) and low.significant is False
     assert once.significant is None and math.isnan(once.p_holm)
     assert high.detectable == pytest.approx(detectable_difference(high.test.diff.std, 6))
     assert ("High", 1) not in by  # High was not evaluated at epoch 1: no row, no test

@@ -71,14 +71,23 @@ class Comparison:
     """One strategy against the baseline on one metric at one epoch."""
 
     test: PairedTest
-    p_holm: float = math.nan
+    p_holm: float = math.nan  # NaN when untested or when its seeds cannot reach 5%
     detectable: float = math.nan  # true difference found with 80% power, these many seeds
     seeds_for_1pt: int | None = None  # seeds needed to find a 1-point difference so
 
     @property
+    def reachable(self) -> bool:
+        """Whether its seeds can give p < 5% at all (2 / 2^n < 0.05 for the exact test):
+        only such comparisons count in Holm's correction."""
+        return stats.min_p_value(self.test.n) < stats.ALPHA
+
+    @property
     def significant(self) -> bool | None:
-        """At 5% after Holm's correction; None when untested (fewer than two pairs)."""
-        return None if math.isnan(self.p_holm) else self.p_holm < stats.ALPHA
+        """At 5% after Holm's correction; None when untested (fewer than two pairs), False
+        when its seeds cannot reach 5%."""
+        if math.isnan(self.test.p):
+            return None
+        return self.reachable and self.p_holm < stats.ALPHA
 
 
 @dataclass
@@ -159,7 +168,8 @@ def summarize(
 
 def compare_with(groups: Sequence[Group], baseline: str, metrics: Sequence[str]) -> None:
     """Fill ``versus`` of every group but the baseline's, at the baseline's budget and epoch:
-    a paired test on the common seeds, Holm-corrected across the strategies compared."""
+    a paired test on the common seeds, Holm-corrected across the strategies compared whose
+    seeds can reach significance (:func:`stats.holm_reachable`)."""
     cells: dict[tuple[int, int], list[Group]] = {}
     for g in groups:
         cells.setdefault((g.epochs, g.epoch), []).append(g)
@@ -180,7 +190,10 @@ def compare_with(groups: Sequence[Group], baseline: str, metrics: Sequence[str])
                     detectable=stats.detectable_difference(sd, n),
                     seeds_for_1pt=stats.seeds_needed(sd),
                 )
-            adjusted = stats.holm([g.versus[m].test.p for g in others])
+            adjusted = stats.holm_reachable(
+                [g.versus[m].test.p for g in others],
+                [stats.min_p_value(g.versus[m].test.n) for g in others],
+            )
             for g, p in zip(others, adjusted, strict=True):
                 g.versus[m].p_holm = p
 

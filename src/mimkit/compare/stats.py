@@ -1,7 +1,8 @@
 """Statistics over seeds, from scipy.stats: Student-t confidence intervals, paired tests
 against a baseline (the exact sign-flip permutation test for up to ``EXACT_MAX_SEEDS``
-pairs, the paired t-test above), Holm's step-down correction, and the power of the paired
-t-test (minimal detectable difference, seeds needed).
+pairs, the paired t-test above), Holm's step-down correction (over the tests whose seeds
+can reach significance), and the power of the paired t-test (minimal detectable
+difference, seeds needed).
 
 Every function takes plain floats and returns NaN (never a number that means nothing) where
 a quantity is undefined, e.g. a standard deviation or a p-value from one seed.
@@ -113,6 +114,27 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         out[i] = running
+    return out
+
+
+def holm_reachable(
+    pvalues: Sequence[float], floors: Sequence[float], alpha: float = ALPHA
+) -> list[float]:
+    """Holm's adjusted p-values over the tests whose smallest attainable p-value (``floors``:
+    fixed by the design, e.g. 2 / 2^n for n seeds) is below ``alpha``; the others, which
+    cannot be significant at ``alpha`` whatever the data, are left out of the count and get
+    NaN (unless no test can reach ``alpha``: then all count). The family-wise error stays
+    at most ``alpha``: the left-out tests can never reject, and Holm controls it over the
+    rest (the simplest form of Tarone's 1990 pruning for discrete tests). With equal floors
+    this is :func:`holm`."""
+    if len(pvalues) != len(floors):
+        raise ValueError(f"{len(pvalues)} p-values but {len(floors)} floors")
+    # Where none can, all count: nothing is significant, the adjusted values say how far.
+    keep = [i for i, f in enumerate(floors) if f < alpha] or list(range(len(floors)))
+    adjusted = holm([pvalues[i] for i in keep])
+    out = [math.nan] * len(pvalues)
+    for i, q in zip(keep, adjusted, strict=True):
+        out[i] = q
     return out
 
 

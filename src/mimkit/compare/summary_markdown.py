@@ -63,7 +63,8 @@ def summary_markdown(
         "gives every strategy the same initial weights, data order and augmentations: only "
         "the masks differ), with its 95% CI; p: two-sided exact sign-flip permutation test "
         "(up to 10 seeds) or paired t-test; p Holm: corrected across the strategies "
-        "compared; significant: p Holm < 0.05.",
+        "compared whose seeds can reach p < 0.05 (n/a for the others: with n seeds the "
+        "exact test's p is at least 2 / 2^n); significant: p Holm < 0.05.",
         "",
         summary_table(final, columns, multi, primary, baseline),
         "",

@@ -4,7 +4,6 @@ words: the verdict and the minimal detectable difference of ``summary.md``."""
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 
 from mimkit.compare import stats
@@ -27,8 +26,13 @@ def power_line(groups: Sequence[Group], metric: Metric) -> str:
     tested = [c for _, c in _tested(groups, metric.column) if c.test.diff.std > 0]
     if not tested:
         return ""
-    sd = math.sqrt(sum(c.test.diff.std**2 for c in tested) / len(tested))
-    n = Counter(c.test.n for c in tested).most_common(1)[0][0]
+    # Pooled over the comparisons, each weighted by its degrees of freedom; the difference
+    # is the one the best-seeded comparisons detect (the others are named by the verdict).
+    sd = math.sqrt(
+        sum((c.test.n - 1) * c.test.diff.std**2 for c in tested)
+        / sum(c.test.n - 1 for c in tested)
+    )
+    n = max(c.test.n for c in tested)
     mdd = stats.detectable_difference(sd, n)
     need = stats.seeds_needed(sd)
     needs = f"{need} seeds" if need else "more than 10,000 seeds"
@@ -70,10 +74,18 @@ def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool)
             f"in common with it, and one seed is a single draw of the seed noise. Run at "
             f"least {_seeds_for_floor(1)} seeds per strategy to test anything."
         )
-    m = len(tested)
-    sig = [(g, c) for g, c in tested if c.significant]
-    rest = [(g, c) for g, c in tested if not c.significant]
+    # Holm counts the comparisons whose seeds can reach 5%; where none can, all of them.
+    family = [(g, c) for g, c in tested if c.reachable] or tested
+    short = [(g, c) for g, c in tested if not c.reachable] if family is not tested else []
+    m = len(family)
+    sig = [(g, c) for g, c in family if c.significant]
+    rest = [(g, c) for g, c in family if not c.significant]
     holm = f"at 5% after Holm's correction over {_plural(m, 'comparison')}"
+    if short:
+        holm += (
+            f" ({len(short)} more whose seeds cannot reach p < 0.05 left out of "
+            "it)"
+        )
     parts = []
     if sig:
         parts.append(
@@ -95,6 +107,17 @@ def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool)
             + f" {'differs' if len(rest) == 1 else 'differ'} from {baseline} by no more than "
             "seed noise explains; that does not show equality: differences below the "
             "minimal detectable difference mostly go unseen."
+        )
+    if short:
+        parts.append(
+            f"Too few seeds in common with {baseline} to reach p < 0.05 at all (the exact "
+            "test's smallest p-value is 2 / 2^n): "
+            + ", ".join(
+                f"{g.label(multi)} ({c.test.diff.mean:+.1f} [{c.test.diff.low:+.1f}, "
+                f"{c.test.diff.high:+.1f}], {c.test.n} seeds)"
+                for g, c in short
+            )
+            + "; their intervals are estimates, not tests."
         )
     untested = [g.label(multi) for g in compared if g.versus[column].significant is None]
     if untested:
