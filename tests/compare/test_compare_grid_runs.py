@@ -20,8 +20,10 @@ from mimkit.ibot.mask_diagnostics import val_images
 from mimkit.masking import cls_attention_scores
 from mimkit.masking.diagnostics import top_k_masks
 from mimkit.models import ReadoutRequest
+from mimkit.models.score_heads import load_score_heads
 from mimkit.viz import figure_pixels
 from mimkit.weights.io import load_pretrained
+from mimkit.weights.safe_load import read_torch_file
 
 
 def _count_pretrainers(monkeypatch) -> list[str]:
@@ -188,3 +190,34 @@ def test_the_masks_figure_keeps_the_configs_strategy_order(tmp_path):
     seed_major = sorted(runs, key=lambda r: r.seed)
     names = [r.strategy.name for r, _ in final_runs(seed_major)]
     assert names == ["Random", "AttMask-High", "AttMask-Low"]
+
+
+def test_the_masks_figure_scores_learned_masks_with_the_runs_own_heads(tmp_path):
+    """Strategies scored by a learned head (HPM's ``pred``, the adversary's ``adv``) get it
+    from their run's checkpoint, and a ``mix`` follows the run's own masking.alpha: with
+    alpha 0 at the end of training, HPM's final masks are the random ones of the same draw."""
+    data = tiny_compare(seeds=[0], epochs=1)
+    data["strategies"] = [
+        {"name": "Random", "mask": ["random"]},
+        {"name": "HPM", "mask": ["mix@pred"], "overrides": {"masking.alpha": [0.5, 0.0]}},
+        {"name": "Adversarial", "mask": ["high@adv"]},
+    ]
+    runs = build_grid(parse_compare_config(data), tmp_path / "out")
+    for run in runs:
+        pretrain.run_pretraining(run.config)
+    finals = final_runs(runs)
+    images = val_images(finals[0][0].config, IMAGES)
+    masks = {r.strategy.name: strategy_masks(r, p, images, 0.25)[0].masks for r, p in finals}
+    grid = masks["Random"].shape[-1]
+    k = round(0.25 * grid * grid)
+    for name, m in masks.items():
+        assert m.shape == (IMAGES, grid, grid) and m.dtype == torch.bool, name
+        assert m.flatten(1).sum(1).tolist() == [k] * IMAGES, name
+    assert torch.equal(masks["HPM"], masks["Random"])
+    # high@adv: the top k of the policy's scores on the teacher's patch tokens
+    path = finals[2][1]
+    model, _, _ = load_pretrained(path, "teacher")
+    [head] = load_score_heads(read_torch_file(path), ["adv"], model.embed_dim).values()
+    with torch.no_grad():
+        scores = head(model.forward_features(images).patches)
+    assert torch.equal(masks["Adversarial"].flatten(1), top_k_masks(scores, torch.full((4,), k)))

@@ -142,19 +142,14 @@ def _build_model(args: argparse.Namespace, checkpoint: Path | None):
 def _score_heads(strategies, checkpoint: Path | None, dim: int):
     """The heads of the learned scores the strategies use (``pred``, ``adv``), from the
     checkpoint that trained them."""
-    kinds = sorted({s.score.kind for s in strategies if s.score is not None and s.score.learned})
-    if not kinds:
-        return {}
-    if checkpoint is None:
+    from mimkit.viz.masks import learned_kinds, learned_score_heads
+
+    kinds = learned_kinds(strategies)
+    if kinds and checkpoint is None:
         raise ConfigError(
             f"the learned score {kinds[0]!r} needs --checkpoint: a mimkit run that trained it"
         )
-    from mimkit.models.score_heads import load_score_heads
-    from mimkit.weights.safe_load import read_torch_file
-
-    state = read_torch_file(checkpoint)
-    state = state if isinstance(state, dict) else {}
-    return load_score_heads(state, kinds, dim, str(checkpoint))
+    return learned_score_heads(strategies, checkpoint, dim) if kinds else {}
 
 
 def run(args: argparse.Namespace) -> int:

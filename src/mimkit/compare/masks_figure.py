@@ -20,6 +20,7 @@ from mimkit.ibot.mask_diagnostics import val_images
 from mimkit.viz.masks import (
     Panel,
     compute_masks,
+    learned_score_heads,
     mask_overlay,
     render_masks,
     resolve_strategies,
@@ -64,7 +65,11 @@ def strategy_masks(
     model, spec, _ = load_pretrained(checkpoint, "teacher")
     texts = list(dict.fromkeys(run.config.masking.strategies))
     strategies = resolve_strategies(texts, model.depth, model.readouts, spec.arch or "ViT")
-    result = compute_masks(model, images, strategies, [], ratio, seed=SEED)
+    # A ``mix`` without its own schedule follows the run's masking.alpha, as in training.
+    alpha = run.config.masking.alpha_ramp()
+    strategies = [s.with_alpha(alpha) for s in strategies]
+    heads = learned_score_heads(strategies, checkpoint, model.embed_dim)
+    result = compute_masks(model, images, strategies, [], ratio, seed=SEED, score_heads=heads)
     name = run.strategy.name
     return [
         StrategyMasks(

@@ -31,7 +31,9 @@ from mimkit.masking import (
 )
 from mimkit.models import CLS_ROWS, ROLLOUT, Backbone, ReadoutRequest, resolve_layer
 from mimkit.models.readout import Readout
+from mimkit.models.score_heads import load_score_heads
 from mimkit.runs.paths import write_atomic
+from mimkit.weights.safe_load import read_torch_file
 
 MASK_COLOR = (1.0, 0.15, 0.1)
 MASK_ALPHA = 0.6
@@ -116,6 +118,23 @@ def _concat(readouts: list[Readout]) -> Readout:
             k: torch.cat([r.patch_scores[k] for r in readouts]) for k in first.patch_scores
         },
     )
+
+
+def learned_score_heads(
+    strategies: Sequence[MaskStrategy], checkpoint: Path, dim: int
+) -> dict[str, nn.Module]:
+    """The heads of the learned scores ``strategies`` use (``pred``, ``adv``), from the
+    mimkit pretraining ``checkpoint`` that trained them; empty when they use none."""
+    kinds = learned_kinds(strategies)
+    if not kinds:
+        return {}
+    state = read_torch_file(checkpoint)
+    return load_score_heads(state if isinstance(state, dict) else {}, kinds, dim, str(checkpoint))
+
+
+def learned_kinds(strategies: Sequence[MaskStrategy]) -> list[str]:
+    """The learned score kinds (``pred``, ``adv``) among ``strategies``, sorted."""
+    return sorted({s.score.kind for s in strategies if s.score is not None and s.score.learned})
 
 
 @torch.no_grad()
