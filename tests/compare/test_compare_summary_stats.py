@@ -141,3 +141,24 @@ def test_paired_differences_keep_tested_strategies_only(tmp_path):
     untested = tmp_path / "none.png"
     assert not plot_paired_differences([("k-NN", comparisons[2:])], untested, "Random")
     assert not untested.exists()
+
+
+def test_too_few_seeds_to_test_do_not_set_the_difference_axis():
+    # A 2-seed interval (t with one degree of freedom) spans tens of points; the panel's
+    # extent comes from the 10-seed intervals, every mean and zero, the 2-seed one is cut.
+    from mimkit.compare.plots import delta_extent, delta_rows
+
+    comparisons = [
+        ("Block", _comparison(0.6, 0.0, 1.1, 10, 0.05)),
+        ("High", _comparison(-1.7, -2.5, -1.0, 10, 0.008)),
+        ("Low", _comparison(-3.4, -18.2, 11.7, 2, 0.5)),
+    ]
+    rows = delta_rows(comparisons)
+    assert [r.reachable for r in rows] == [False, True, True]  # sorted: Low, High, Block
+    assert delta_extent(rows) == (-3.4, 1.1)  # Low's mean, Block's upper end
+    # where no comparison can reach 5% (5 seeds each), every interval counts
+    five = [
+        ("Block", _comparison(0.1, -0.5, 0.7, 5, 0.5)),
+        ("High", _comparison(-0.6, -1.5, 0.2, 5, 0.5)),
+    ]
+    assert delta_extent(delta_rows(five)) == (-1.5, 0.7)

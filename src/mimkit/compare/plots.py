@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from mimkit.compare import stats
 from mimkit.compare.aggregate import Comparison, Group
 from mimkit.compare.stats import Estimate
 
@@ -36,6 +37,41 @@ def _row_panels(count: int, rows: int):
     ncols = min(count, BARS_PER_ROW)
     nrows = math.ceil(count / ncols)
     return _figure(5.2 * ncols + 2.2, (0.34 * rows + 1.6) * nrows, count, ncols)
+
+
+def _testable(n: int) -> bool:
+    """Enough seeds for the exact test to reach p < 0.05 (6 or more)."""
+    return stats.min_p_value(n) < stats.ALPHA
+
+
+def _range(values: Sequence[float], intervals: Sequence[tuple[float, float]]):
+    """``(lo, hi)`` covering ``values`` and ``intervals``: a panel's extent, set by the
+    intervals of the strategies with enough seeds to test, so that the much wider ones of two
+    or three seeds do not squash them (those are clipped at the edge, with an arrow)."""
+    ends = [v for v in values if math.isfinite(v)]
+    ends += [x for iv in intervals for x in iv if math.isfinite(x)]
+    return min(ends), max(ends)
+
+
+def _clipped_errorbar(ax, x: float, y: float, low: float, high: float, xlim, color, **kw):
+    """An interval ``[low, high]`` around ``x`` at row ``y``, cut at ``xlim`` with an arrow
+    head where it runs past the axis."""
+    lo, hi = max(low, xlim[0]), min(high, xlim[1])
+    ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], color=color, ecolor=color, **kw)
+    for end, cut, marker in ((lo, low < xlim[0], "<"), (hi, high > xlim[1], ">")):
+        if cut:
+            ax.plot([end], [y], marker=marker, color=color, markersize=5)
+
+
+def _finish(fig, path: Path, title: str, note: str) -> None:
+    """Title on top, the figure's key (``note``) along the bottom, both outside the panels."""
+    height = fig.get_figheight()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if note:
+        fig.text(0.5, 0.08 / height, note, ha="center", va="bottom", fontsize=9)
+    fig.tight_layout(rect=(0.0, 0.3 / height, 1.0, 1.0 - 0.35 / height))
+    fig.savefig(path)
 
 
 def _color(i: int, n: int):
@@ -107,6 +143,7 @@ def plot_final_bars(
     ]
     rows = max((len(b) for _, b in panels), default=1)
     fig, axes = _row_panels(len(panels), rows)
+    pale = arrows = False
     for ax, (xlabel, bars) in zip(axes, panels, strict=True):
         bars = sorted((b for b in bars if not math.isnan(b[1].mean)), key=lambda b: b[1].mean)
         if not bars:
@@ -118,34 +155,31 @@ def plot_final_bars(
         colors = ["#4c72b0" if est.n >= 2 else "#9db4d6" for _, est in bars]
         ax.barh(list(ys), means, color=colors, height=0.7)
         multi = [i for i, (_, est) in enumerate(bars) if est.n >= 2]
-        if multi:
-            ax.errorbar(
-                [means[i] for i in multi],
-                multi,
-                xerr=[[lows[i] for i in multi], [highs[i] for i in multi]],
-                fmt="none",
-                ecolor="black",
-                capsize=3,
-                linewidth=1.2,
-            )
+        counted = [i for i in multi if _testable(bars[i][1].n)] or multi
+        lo, hi = _range(means, [(means[i] - lows[i], means[i] + highs[i]) for i in counted])
+        span = max(hi - lo, 1.0)
+        xlim = (max(0.0, lo - 0.6 * span), hi + 0.35 * span)
+        cut = (xlim[0], hi + 0.02 * span)
+        for i in multi:
+            _clipped_errorbar(
+                ax, means[i], i, means[i] - lows[i], means[i] + highs[i], cut, "black",
+                fmt="none", capsize=3, linewidth=1.2,
+            )  # fmt: skip
+        ax.set_xlim(*xlim)
         ax.set_yticks(list(ys))
         ax.set_yticklabels([f"{label} (n={est.n})" for label, est in bars], fontsize=8)
-        lo = min(m - e for m, e in zip(means, lows, strict=True))
-        hi = max(m + e for m, e in zip(means, highs, strict=True))
-        span = max(hi - lo, 1.0)
-        ax.set_xlim(max(0.0, lo - 0.6 * span), hi + 0.35 * span)
         for y, m, e in zip(ys, means, highs, strict=True):
-            ax.text(m + e + 0.03 * span, y, f"{m:.1f}", va="center", fontsize=7)
-        ax.set_xlabel(
-            xlabel
-            + "\n(error bars: 95% CI over seeds"
-            + ("; pale bars: one seed, no interval)" if len(multi) < len(bars) else ")")
-        )
+            ax.text(min(m + e, cut[1]) + 0.03 * span, y, f"{m:.1f}", va="center", fontsize=7)
+        ax.set_xlabel(xlabel)
         ax.grid(True, axis="x", alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
+        pale |= len(multi) < len(bars)
+        arrows |= len(counted) < len(multi)
+    note = (
+        "error bars: 95% CI over seeds"
+        + ("; pale bars: one seed, no interval" if pale else "")
+        + ("; arrows: an interval of too few seeds to test, cut at the axis" if arrows else "")
+    )
+    _finish(fig, path, title, note)
 
 
 class DeltaRow(NamedTuple):
@@ -155,6 +189,7 @@ class DeltaRow(NamedTuple):
     low: float
     high: float
     significant: bool
+    reachable: bool = True  # its seeds can give p < 0.05 (it counts in Holm's correction)
 
 
 def delta_rows(comparisons: Sequence[tuple[str, Comparison]]) -> list[DeltaRow]:
@@ -162,11 +197,18 @@ def delta_rows(comparisons: Sequence[tuple[str, Comparison]]) -> list[DeltaRow]:
     smallest (drawn at the bottom of a panel) up."""
     rows = [
         DeltaRow(label, c.test.n, c.test.diff.mean, c.test.diff.low, c.test.diff.high,
-                 bool(c.significant))
+                 bool(c.significant), c.reachable)
         for label, c in comparisons
         if c.significant is not None
     ]  # fmt: skip
     return sorted(rows, key=lambda r: r.mean)
+
+
+def delta_extent(rows: Sequence[DeltaRow]) -> tuple[float, float]:
+    """The span a panel of ``rows`` shows: zero, every mean, and the intervals of the rows
+    that count in Holm's correction (all of them where none does)."""
+    counted = [r for r in rows if r.reachable] or rows
+    return _range([0.0, *(r.mean for r in rows)], [(r.low, r.high) for r in counted])
 
 
 def plot_paired_differences(
@@ -185,37 +227,41 @@ def plot_paired_differences(
     if not tables:
         return False
     fig, axes = _row_panels(len(tables), max(len(rows) for _, rows in tables))
+    short = False
     for ax, (xlabel, rows) in zip(axes, tables, strict=True):
         ys = list(range(len(rows)))
         ax.axvline(0.0, color="grey", linewidth=1.0)
+        # Where none can reach 5%, Holm counts them all: none is drawn apart.
+        counted = [r for r in rows if r.reachable] or rows
+        short |= len(counted) < len(rows)
+        lo, hi = delta_extent(rows)
+        span = max(hi - lo, 1.0)
+        xlim = (lo - 0.1 * span, hi + 0.45 * span)
         for y, r in zip(ys, rows, strict=True):
-            color = "#c44e52" if r.significant else "black"
-            ax.errorbar(
-                [r.mean], [y], xerr=[[r.mean - r.low], [r.high - r.mean]], fmt="o",
-                color=color, ecolor=color, capsize=3, linewidth=1.2, markersize=5,
+            left_out = not r.reachable and len(counted) < len(rows)
+            color = "#c44e52" if r.significant else ("#8c8c8c" if left_out else "black")
+            _clipped_errorbar(
+                ax, r.mean, y, r.low, r.high, (xlim[0], hi + 0.02 * span), color, fmt="o",
+                capsize=3, linewidth=1.2, markersize=5,
                 markerfacecolor=color if r.significant else "white",
             )  # fmt: skip
         ax.set_yticks(ys)
         ax.set_yticklabels([f"{r.label} (n={r.n})" for r in rows], fontsize=8)
-        lo = min(min(r.low for r in rows), 0.0)
-        hi = max(max(r.high for r in rows), 0.0)
-        span = max(hi - lo, 1.0)
-        ax.set_xlim(lo - 0.1 * span, hi + 0.45 * span)
+        ax.set_xlim(*xlim)
         ax.set_ylim(-0.6, len(rows) - 0.4)
         for y, r in zip(ys, rows, strict=True):
             ax.text(
                 hi + 0.05 * span, y, f"{r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}]",
                 va="center", fontsize=7,
             )  # fmt: skip
-        ax.set_xlabel(
-            f"{xlabel}: difference from {baseline} (points)\n(paired, 95% CI; red, filled: "
-            "significant after Holm)"
-        )
+        ax.set_xlabel(f"{xlabel}: difference from {baseline} (points)")
         ax.grid(True, axis="x", alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
+    note = "paired differences, 95% CI; red, filled: significant after Holm" + (
+        "; grey: too few seeds to test (left out of Holm), intervals cut at the axis"
+        if short
+        else ""
+    )
+    _finish(fig, path, title, note)
     return True
 
 
