@@ -7,7 +7,8 @@ import numpy as np
 
 from mimkit.compare.aggregate import summarize
 from mimkit.compare.evaluations import Metric
-from mimkit.compare.verdict import power_line, verdict
+from mimkit.compare.stats import Estimate
+from mimkit.compare.verdict import association_line, power_line, verdict
 
 METRIC = Metric(column="knn_top1_k10", label="k-NN@10 top-1", evaluation="knn", key="top1_k10")
 
@@ -65,3 +66,21 @@ def test_when_no_strategy_can_reach_five_percent_all_count_and_the_text_says_why
     assert "cannot give a p-value below 0.0625 (0.125 after Holm)" in text
     assert "needs at least 7 seeds per strategy" in text
     assert "none with 5 seeds" in power_line(groups, METRIC)
+
+
+def test_the_diagnostic_that_orders_strategies_as_their_accuracy_does():
+    # hardness rises with the difference from Random, entropy falls with it; the one-seed
+    # strategy is left out
+    shifts = {"A": -3.0, "B": -2.0, "C": -1.0, "D": 1.0, "Once": 5.0}
+    seeds = {name: (1 if name == "Once" else 4) for name in shifts}
+    groups = _groups(seeds, shifts)
+    hard = Metric("diag_hardness", "hardness", "diagnostics", "hardness", tested=False)
+    ent = Metric("diag_attention_entropy", "attention entropy", "diagnostics", "x", tested=False)
+    order = {"Random": 0.0, **shifts}
+    for g in groups:
+        g.stats[hard.column] = Estimate(1.0 + 0.1 * order[g.strategy], 0.0, 4, 1.0, 1.0)
+        g.stats[ent.column] = Estimate(0.8 - 0.05 * order[g.strategy] ** 3, 0.0, 4, 0.8, 0.8)
+    line = association_line(groups, METRIC, [hard, ent], "Random")
+    assert "hardness +1.00" in line and "attention entropy -1.00" in line
+    assert "5 strategies" in line  # A-D and Random at 0, not "Once"
+    assert association_line(groups[:3], METRIC, [hard], "Random") == ""  # too few

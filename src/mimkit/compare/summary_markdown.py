@@ -15,7 +15,7 @@ from mimkit.compare.tables import (
     glance_table,
     summary_table,
 )
-from mimkit.compare.verdict import power_line, verdict
+from mimkit.compare.verdict import association_line, power_line, verdict
 
 
 def _comparison_section(
@@ -108,6 +108,9 @@ def summary_markdown(
             estimate_table(final, estimated, multi),
             "",
         ]
+        told = [m for m in estimated if not m.key.endswith("_chance")]
+        line = association_line(final, primary, told, baseline)
+        text += [line, ""] if line else []
     if len({g.epoch for g in groups}) > 1:
         text += [
             f"## {primary.label} by epoch: mean [95% CI]",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scipy.stats import spearmanr
+
 from mimkit.compare import stats
 from mimkit.compare.aggregate import Comparison, Group
 from mimkit.compare.evaluations import Metric
@@ -29,8 +31,7 @@ def power_line(groups: Sequence[Group], metric: Metric) -> str:
     # Pooled over the comparisons, each weighted by its degrees of freedom; the difference
     # is the one the best-seeded comparisons detect (the others are named by the verdict).
     sd = math.sqrt(
-        sum((c.test.n - 1) * c.test.diff.std**2 for c in tested)
-        / sum(c.test.n - 1 for c in tested)
+        sum((c.test.n - 1) * c.test.diff.std**2 for c in tested) / sum(c.test.n - 1 for c in tested)
     )
     n = max(c.test.n for c in tested)
     mdd = stats.detectable_difference(sd, n)
@@ -82,10 +83,7 @@ def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool)
     rest = [(g, c) for g, c in family if not c.significant]
     holm = f"at 5% after Holm's correction over {_plural(m, 'comparison')}"
     if short:
-        holm += (
-            f" ({len(short)} more whose seeds cannot reach p < 0.05 left out of "
-            "it)"
-        )
+        holm += f" ({len(short)} more whose seeds cannot reach p < 0.05 left out of it)"
     parts = []
     if sig:
         parts.append(
@@ -138,3 +136,41 @@ def verdict(groups: Sequence[Group], metric: Metric, baseline: str, multi: bool)
         )
     parts.append(f"Only differences from {baseline} are tested, not the order of the others.")
     return " ".join(parts)
+
+
+def association_line(
+    groups: Sequence[Group], metric: Metric, diagnostics: Sequence[Metric], baseline: str
+) -> str:
+    """Across strategies, Spearman's rank correlation of each diagnostic (its mean over seeds)
+    with the mean paired difference from ``baseline`` on ``metric``: the strategies with two
+    or more seeds in common with the baseline, and the baseline itself at 0. Empty with
+    fewer than four such strategies. Exploratory: it says which diagnostic orders the
+    strategies as their accuracy does, not why."""
+    points: list[tuple[Group, float]] = []
+    for g in groups:
+        c = g.versus.get(metric.column)
+        if g.strategy == baseline and not g.versus:
+            points.append((g, 0.0))
+        elif c is not None and c.test.n >= 2:
+            points.append((g, c.test.diff.mean))
+    parts = []
+    for d in diagnostics:
+        pairs = [(g.stats[d.column].mean, delta) for g, delta in points if d.column in g.stats]
+        pairs = [(x, y) for x, y in pairs if math.isfinite(x)]
+        if len(pairs) < 4 or min(len({x for x, _ in pairs}), len({y for _, y in pairs})) < 2:
+            continue
+        res = spearmanr([x for x, _ in pairs], [y for _, y in pairs])
+        parts.append(
+            f"{d.label} {float(res.statistic):+.2f} (p {fmt_p(float(res.pvalue))}, "
+            f"{len(pairs)} strategies)"
+        )
+    if not parts:
+        return ""
+    return (
+        f"Across strategies (exploratory): Spearman's rank correlation of each diagnostic's "
+        f"mean with the mean paired difference from {baseline} on {metric.label} ("
+        f"strategies with two or more seeds in common with {baseline}, and {baseline} at 0): "
+        + "; ".join(parts)
+        + ". A correlation across strategies names a diagnostic that orders them as their "
+        "accuracy does; it does not show cause, and each mean carries its own seed noise."
+    )
