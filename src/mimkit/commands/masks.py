@@ -149,7 +149,7 @@ def _score_heads(strategies, checkpoint: Path | None, dim: int):
         raise ConfigError(
             f"the learned score {kinds[0]!r} needs --checkpoint: a mimkit run that trained it"
         )
-    return learned_score_heads(strategies, checkpoint, dim) if kinds else {}
+    return learned_score_heads(strategies, checkpoint, dim) if checkpoint else {}
 
 
 def run(args: argparse.Namespace) -> int:

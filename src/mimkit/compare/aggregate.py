@@ -79,7 +79,7 @@ class Comparison:
     def reachable(self) -> bool:
         """Whether its seeds can give p < 5% at all (2 / 2^n < 0.05 for the exact test):
         only such comparisons count in Holm's correction."""
-        return stats.min_p_value(self.test.n) < stats.ALPHA
+        return stats.reachable(self.test.n)
 
     @property
     def significant(self) -> bool | None:

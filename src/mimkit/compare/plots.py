@@ -39,11 +39,6 @@ def _row_panels(count: int, rows: int):
     return _figure(5.2 * ncols + 2.2, (0.34 * rows + 1.6) * nrows, count, ncols)
 
 
-def _testable(n: int) -> bool:
-    """Enough seeds for the exact test to reach p < 0.05 (6 or more)."""
-    return stats.min_p_value(n) < stats.ALPHA
-
-
 def _range(values: Sequence[float], intervals: Sequence[tuple[float, float]]):
     """``(lo, hi)`` covering ``values`` and ``intervals``: a panel's extent, set by the
     intervals of the strategies with enough seeds to test, so that the much wider ones of two
@@ -155,7 +150,7 @@ def plot_final_bars(
         colors = ["#4c72b0" if est.n >= 2 else "#9db4d6" for _, est in bars]
         ax.barh(list(ys), means, color=colors, height=0.7)
         multi = [i for i, (_, est) in enumerate(bars) if est.n >= 2]
-        counted = [i for i in multi if _testable(bars[i][1].n)] or multi
+        counted = [i for i in multi if stats.reachable(bars[i][1].n)] or multi
         lo, hi = _range(means, [(means[i] - lows[i], means[i] + highs[i]) for i in counted])
         span = max(hi - lo, 1.0)
         xlim = (max(0.0, lo - 0.6 * span), hi + 0.35 * span)

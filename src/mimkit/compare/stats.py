@@ -105,6 +105,12 @@ def min_p_value(n: int) -> float:
     return 2.0 / 2**n if n <= EXACT_MAX_SEEDS else 0.0
 
 
+def reachable(n: int, alpha: float = ALPHA) -> bool:
+    """Whether ``n`` pairs can give a p-value below ``alpha`` at all (6 or more seeds for
+    the exact test at 5%)."""
+    return min_p_value(n) < alpha
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count)."""
     idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
@@ -158,7 +164,7 @@ def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float 
     give a p-value below ``alpha`` at all."""
     if n < 2 or not (sd > 0 and math.isfinite(sd)):
         return math.nan
-    if min_p_value(n) >= alpha:
+    if not reachable(n, alpha):
         return math.inf
     hi = sd
     while paired_t_power(hi, sd, n, alpha) < power:
@@ -180,7 +186,7 @@ def seeds_needed(
         return None
 
     def enough(n: int) -> bool:  # monotone in n: search by doubling, then bisect
-        return min_p_value(n) < alpha and paired_t_power(delta, sd, n, alpha) >= power
+        return reachable(n, alpha) and paired_t_power(delta, sd, n, alpha) >= power
 
     lo, hi = 1, 2
     while not enough(hi):

@@ -28,12 +28,11 @@ def power_line(groups: Sequence[Group], metric: Metric) -> str:
     tested = [c for _, c in _tested(groups, metric.column) if c.test.diff.std > 0]
     if not tested:
         return ""
-    # Pooled over the comparisons, each weighted by its degrees of freedom; the difference
-    # is the one the best-seeded comparisons detect (the others are named by the verdict).
-    sd = math.sqrt(
-        sum((c.test.n - 1) * c.test.diff.std**2 for c in tested) / sum(c.test.n - 1 for c in tested)
-    )
+    # The difference the best-seeded comparisons detect, from their own paired std (the
+    # others are named by the verdict as too few to test).
     n = max(c.test.n for c in tested)
+    tested = [c for c in tested if c.test.n == n]
+    sd = math.sqrt(sum(c.test.diff.std**2 for c in tested) / len(tested))
     mdd = stats.detectable_difference(sd, n)
     need = stats.seeds_needed(sd)
     needs = f"{need} seeds" if need else "more than 10,000 seeds"
