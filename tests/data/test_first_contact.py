@@ -80,7 +80,7 @@ def test_the_shipped_cpu_grid_trains_on_every_kind_of_data(tmp_path, capsys, kin
     grid = build_grid(
         load_compare_config("fashion_mnist_strategies", [("data.dataset", spec)]), tmp_path / "g"
     )
-    assert len(grid) == 83 and {r.config.data.dataset for r in grid} == {spec}
+    assert len(grid) == 93 and {r.config.data.dataset for r in grid} == {spec}
     (run,) = [r for r in grid if r.strategy.name.startswith("Per-crop") and r.seed == 0]
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(run.config.to_dict()))
