@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -106,6 +107,52 @@ def test_grid_outputs_then_rerun_skips(tmp_path: Path, write_compare, monkeypatc
     assert made == [] and evaluated == ["random-s1"]
     assert json.loads(path.read_text())["status"] == "complete"
 
+    made.clear()
+    _check_a_grid_kept_in_its_records(out, cfg, capsys)
+    assert made == []
+
+
+def _check_a_grid_kept_in_its_records(out: Path, cfg: Path, capsys) -> None:
+    """What a grid run in parts keeps between sessions (each run's eval.json and config.yaml,
+    no checkpoints) skips its runs and rewrites the same report; the masks figure, which
+    needs the checkpoints, is left as it was."""
+    kept = out.parent / "kept"
+    for run_dir in (out / "runs").iterdir():
+        (kept / "runs" / run_dir.name).mkdir(parents=True)
+        for name in ("eval.json", "config.yaml"):
+            shutil.copy(run_dir / name, kept / "runs" / run_dir.name / name)
+    (kept / "masks.png").write_bytes(b"the earlier figure")
+    capsys.readouterr()
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(kept)]) == 0
+    assert "4 skipped" in capsys.readouterr().out
+    assert (kept / "summary.md").read_text() == (out / "summary.md").read_text()
+    assert (kept / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert (kept / "masks.png").read_bytes() == b"the earlier figure"
+
+
+def test_a_record_without_its_checkpoints_is_measured_again(tmp_path: Path, write_compare):
+    """A partial record whose checkpoints are gone (a grid kept as records, then asked for
+    more) trains the run anew, and every epoch is measured on the new training: nothing of
+    the earlier training's results is kept beside it."""
+    random_only = [{"name": "Random", "mask": ["random"]}]
+    cfg = write_compare(tiny_compare(seeds=[0], strategies=random_only))
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
+    run_dir = out / "runs" / "random-s0"
+    path = run_dir / "eval.json"
+    ev = json.loads(path.read_text())
+    ev["status"] = "partial"
+    del ev["epochs_eval"]["2"]
+    ev["epochs_eval"]["1"]["results"]["knn:cls"]["top1_k5"] = -1.0  # marks the old result
+    path.write_text(json.dumps(ev))
+    for ckpt in run_dir.glob("checkpoint*.pth"):
+        ckpt.unlink()
+    assert main(["compare", "--config", str(cfg), "--output-dir", str(out)]) == 0
+    again = json.loads(path.read_text())
+    assert again["status"] == "complete" and set(again["epochs_eval"]) == {"1", "2"}
+    assert again["epochs_eval"]["1"]["results"]["knn:cls"]["top1_k5"] >= 0
+    assert (run_dir / "checkpoint.pth").is_file()
+
 
 def test_only_dry_run_and_torchrun_launcher(tmp_path: Path, write_compare, monkeypatch, capsys):
     cfg = write_compare(tiny_compare(seeds=[0], epochs=1))
@@ -190,6 +237,11 @@ def test_the_masks_figure_keeps_the_configs_strategy_order(tmp_path):
     seed_major = sorted(runs, key=lambda r: r.seed)
     names = [r.strategy.name for r, _ in final_runs(seed_major)]
     assert names == ["Random", "AttMask-High", "AttMask-Low"]
+    # only a strategy's first seed draws its panel: without it, the strategy is left out
+    (runs[0].out / runner.epoch_checkpoint(runs[0].epochs)).unlink()
+    assert runs[0].name == "random-s0"
+    names = [r.strategy.name for r, _ in final_runs(seed_major)]
+    assert names == ["AttMask-High", "AttMask-Low"]
 
 
 def test_the_masks_figure_scores_learned_masks_with_the_runs_own_heads(tmp_path):

@@ -42,15 +42,18 @@ class StrategyMasks:
 
 
 def final_runs(runs: Sequence[RunSpec]) -> list[tuple[RunSpec, Path]]:
-    """Per strategy, its first run (longest budget, then first seed) whose final checkpoint
-    exists, with that checkpoint."""
-    picked: dict[str, tuple[RunSpec, Path]] = {}
+    """Per strategy, its first run (longest budget, first seed) with that run's final
+    checkpoint; a strategy whose first run has none is left out. Only the first seed: a grid
+    run in parts keeps records, not checkpoints, and a later part must not redraw the figure
+    from whichever seeds it happens to hold."""
+    firsts: dict[str, RunSpec] = {}
     for run in sorted(runs, key=lambda r: (-r.epochs, r.strategy.seeds.index(r.seed))):
-        if run.strategy.name in picked:
-            continue
-        path = checkpoint_for_epoch(run, run.epochs)
-        if path is not None:
-            picked[run.strategy.name] = (run, path)
+        firsts.setdefault(run.strategy.name, run)
+    picked = {
+        name: (run, path)
+        for name, run in firsts.items()
+        if (path := checkpoint_for_epoch(run, run.epochs)) is not None
+    }
     order: dict[str, int] = {}
     for i, r in enumerate(runs):  # the config's order: where each strategy first appears
         order.setdefault(r.strategy.name, i)

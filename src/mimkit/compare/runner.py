@@ -195,7 +195,11 @@ def _train_and_evaluate(
     plan = evaluation_plan(ev)
     record = new_record(run)
     old = read_record(run.out)
-    if old is not None and old.config_hash == record.config_hash:
+    # Earlier results are kept only when the training they measured goes on from its
+    # checkpoint; a run whose checkpoints are gone (a grid kept as records) trains anew, and
+    # results of another training must not mix with the new one's.
+    resumes = (run.out / LATEST).is_file()
+    if old is not None and old.config_hash == record.config_hash and resumes:
         record.epochs_eval, record.missing_epochs = old.epochs_eval, old.missing_epochs
         record.pretrain_seconds = old.pretrain_seconds
 
