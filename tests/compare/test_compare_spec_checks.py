@@ -148,6 +148,10 @@ def test_a_second_compare_on_a_folder_in_use_is_refused(tmp_path: Path, write_co
     assert code == 2 and len(err.splitlines()) == 1
     assert f"output folder {out} is in use by another mimkit compare (PID {os.getpid()})" in err
     assert sorted(p.name for p in out.iterdir()) == [".mimkit.lock"]  # nothing else written
+    # a report, which only reads the runs' records, may be written while the grid trains
+    with FolderLock(out, purpose="compare"):
+        code = main(["compare", "--config", str(cfg), "--output-dir", str(out), "--report-only"])
+    assert code == 0 and (out / "summary.md").is_file()
 
 
 def test_gpu_compare_config_builds_on_an_image_folder(tmp_path: Path):

@@ -108,7 +108,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="train nothing: rewrite the tables and figures from the runs on disk",
+        help="train nothing: rewrite the tables and figures from the runs on disk (also while "
+        "a compare trains in the same folder)",
     )
     p.set_defaults(run=run)
     return p
@@ -236,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(grid_table(runs, cc))
         return 0
+    if args.report_only:  # reads the records only: a report while a long grid trains
+        return _run_and_report(args, cc, grid, runs, out, baseline, launch)
     # One compare per output folder: a second one would train the same runs twice.
     with FolderLock(out, purpose="compare"):
         return _run_and_report(args, cc, grid, runs, out, baseline, launch)
