@@ -110,6 +110,22 @@ def test_render_has_the_announced_size(tmp_path):
     assert Image.open(out).size == figure_pixels(7, 3, 64)
 
 
+def test_a_long_header_fits_the_figure(tmp_path):
+    from PIL import Image
+
+    # as `mimkit compare` titles its masks figure, over the image and two strategies
+    header = (
+        "masking families, Fashion-MNIST (10k), vit_nano 28 px / 4 px patches (7x7), narrow "
+        "head  |  masks at the end of training, ratio 0.3, every image masked (first seed)"
+    )
+    panels = [Panel(f"p{i}", np.zeros((8, 8, 3))) for i in range(3)]
+    out = render_masks(panels, tmp_path / "x.png", header, columns=3, panel_px=170)
+    band = np.asarray(Image.open(out).convert("L"))[:30]  # the header's rows
+    assert band.min() < 128  # the header is drawn
+    edges = band[:, :4], band[:, -4:], band[:2], band[-2:]
+    assert all(edge.min() == 255 for edge in edges)  # whole: not cut at any edge
+
+
 def test_mix_follows_the_progress_of_training(nano, images):
     """masking.alpha's default ramp (0 -> 0.5): at the start of training mix is random, drawn
     from the same generator (the same place in the list), and later it is not."""

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ from mimkit.models.readout import Readout
 from mimkit.models.score_heads import load_score_heads
 from mimkit.runs.paths import write_atomic
 from mimkit.weights.safe_load import read_torch_file
+
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
 
 MASK_COLOR = (1.0, 0.15, 0.1)
 MASK_ALPHA = 0.6
@@ -306,6 +311,25 @@ def upscale(panel: Panel, panel_px: int) -> np.ndarray:
     return big
 
 
+def _fit_header(text: Text, canvas: FigureCanvasAgg, room: float) -> None:
+    """A header wider than the figure (a long one over few panels) would be cut at both
+    edges: it goes on two lines, broken at the space nearest its middle, and shrinks if it is
+    still too wide."""
+    text.set_fontsize(10)
+    if text.get_window_extent(canvas.get_renderer()).width <= room:
+        return
+    line = text.get_text()
+    spaces = [i for i, c in enumerate(line) if c == " "]
+    if spaces:
+        cut = min(spaces, key=lambda i: abs(i - len(line) / 2))
+        text.set_text(line[:cut] + "\n" + line[cut + 1 :])
+        text.set_fontsize(8)  # two lines in the header's band
+        text.set_linespacing(1.0)
+    wide = text.get_window_extent(canvas.get_renderer()).width
+    if wide > room:
+        text.set_fontsize(text.get_fontsize() * 0.95 * room / wide)
+
+
 def render_masks(
     panels: Sequence[Panel],
     path: str | Path,
@@ -322,8 +346,9 @@ def render_masks(
     width, height = figure_pixels(len(panels), columns, panel_px)
     cols = min(columns, len(panels))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
-    FigureCanvasAgg(fig)
-    fig.text(0.5, 1 - (HEADER_PX / 2) / height, header, ha="center", va="center", fontsize=10)
+    canvas = FigureCanvasAgg(fig)
+    text = fig.text(0.5, 1 - (HEADER_PX / 2) / height, header, ha="center", va="center")
+    _fit_header(text, canvas, width - 2 * PAD_PX)
     for i, panel in enumerate(panels):
         row, col = divmod(i, cols)
         left = PAD_PX + col * (panel_px + PAD_PX)
